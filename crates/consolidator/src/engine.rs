@@ -1,0 +1,1002 @@
+//! Turns the agents' results into one report: clusters findings that describe the same
+//! problem, reconciles severities with recorded reasons, and computes the verdict and the
+//! agent retro. Pure and deterministic: the same results in any order give the same report.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use deep_review_git::is_test_path;
+use deep_review_protocol::{
+    AgentResult, AgentRetro, AgentStatus, ConsolidatedFinding, ConsolidatedObservation,
+    DesignObservation, DroppedFinding, FailedAgent, FileReviewStatus, Finding, Location,
+    OriginalFinding, Reconciliation, Report, ReportHeader, ReviewManifest, ReviewerLine, Severity,
+    SeverityCounts, TestingGap, Verdict, VerdictDecision, VerificationOutcome, SCHEMA_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::similarity::{jaccard, overlap, tokens};
+use crate::summary;
+
+/// Thresholds and rules of consolidation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsolidationSettings {
+    /// Line ranges in the same file this close (or overlapping) count as the same place.
+    pub line_proximity: u32,
+    /// Text similarity (0–1) needed to merge two findings at the same place.
+    pub same_place_similarity: f64,
+    /// Title similarity (0–1) that merges two findings wherever they point.
+    pub text_similarity: f64,
+    /// Agents of one family (e.g. two Claude models) count as one opinion for consensus.
+    pub families_count_as_one: bool,
+    /// Findings whose every location is test or mock code drop one severity level.
+    pub lower_test_code_findings: bool,
+    /// When each verdict applies.
+    pub verdict: VerdictRules,
+}
+
+impl Default for ConsolidationSettings {
+    fn default() -> Self {
+        ConsolidationSettings {
+            line_proximity: 5,
+            same_place_similarity: 0.2,
+            text_similarity: 0.6,
+            families_count_as_one: false,
+            lower_test_code_findings: true,
+            verdict: VerdictRules::default(),
+        }
+    }
+}
+
+/// Verdict thresholds: the first rule that matches decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerdictRules {
+    /// Rework when at least this many critical findings remain.
+    pub rework_min_critical: usize,
+    /// Rework also when at least this many important findings remain (off when absent).
+    pub rework_min_important: Option<usize>,
+    /// Merge with fixes when at least this many important findings remain.
+    pub fixes_min_important: usize,
+    /// Merge with fixes also when at least this many suggestions remain (off when absent).
+    pub fixes_min_suggestion: Option<usize>,
+}
+
+impl Default for VerdictRules {
+    fn default() -> Self {
+        VerdictRules {
+            rework_min_critical: 1,
+            rework_min_important: None,
+            fixes_min_important: 1,
+            fixes_min_suggestion: None,
+        }
+    }
+}
+
+/// One agent finding during clustering.
+struct Item {
+    agent: String,
+    rank: usize,
+    finding: Finding,
+    title_tokens: BTreeSet<String>,
+    text_tokens: BTreeSet<String>,
+}
+
+/// Builds the report of `manifest`'s review from `results`, as of `now`.
+pub fn consolidate(
+    manifest: &ReviewManifest,
+    results: Vec<AgentResult>,
+    settings: &ConsolidationSettings,
+    now: DateTime<Utc>,
+) -> Report {
+    let job = &manifest.job;
+    let order = agent_order(manifest, &results);
+    let rank_of = |agent: &str| {
+        order
+            .iter()
+            .position(|name| name == agent)
+            .unwrap_or(usize::MAX)
+    };
+    let mut results_by_agent: BTreeMap<usize, AgentResult> = BTreeMap::new();
+    for result in results {
+        results_by_agent
+            .entry(rank_of(&result.agent))
+            .or_insert(result);
+    }
+    let results: Vec<AgentResult> = results_by_agent.into_values().collect();
+    let family_of: HashMap<String, String> = job
+        .agents
+        .iter()
+        .map(|agent| {
+            let family = agent.family.clone().unwrap_or_else(|| agent.name.clone());
+            (agent.name.clone(), family)
+        })
+        .collect();
+    let display_of = |agent: &str| -> String {
+        job.agents
+            .iter()
+            .find(|spec| spec.name == agent)
+            .map(|spec| spec.display().to_string())
+            .unwrap_or_else(|| agent.to_string())
+    };
+
+    let mut items: Vec<Item> = results
+        .iter()
+        .flat_map(|result| {
+            result.findings.iter().map(|finding| Item {
+                agent: result.agent.clone(),
+                rank: rank_of(&result.agent),
+                title_tokens: tokens(&finding.title),
+                text_tokens: tokens(&format!("{} {}", finding.title, finding.body)),
+                finding: finding.clone(),
+            })
+        })
+        .collect();
+    items.sort_by_key(canonical_key);
+    let clusters = cluster(&items, settings);
+
+    let mut findings = Vec::new();
+    let mut dropped_findings = Vec::new();
+    let mut pending_reconciliations: Vec<(usize, Reconciliation)> = Vec::new();
+    for members in clusters {
+        let members: Vec<&Item> = members.iter().map(|&index| &items[index]).collect();
+        match reconcile(&members, settings, &family_of, &display_of) {
+            Outcome::Kept(finding, reconciliations) => {
+                let position = findings.len();
+                findings.push(*finding);
+                pending_reconciliations.extend(
+                    reconciliations
+                        .into_iter()
+                        .map(|reconciliation| (position, reconciliation)),
+                );
+            }
+            Outcome::Dropped(dropped, reconciliations) => {
+                dropped_findings.extend(dropped);
+                pending_reconciliations.extend(
+                    reconciliations
+                        .into_iter()
+                        .map(|reconciliation| (usize::MAX, reconciliation)),
+                );
+            }
+        }
+    }
+
+    // Rank: severity, then agreement, then place, so ids read in order of importance.
+    let mut positions: Vec<usize> = (0..findings.len()).collect();
+    positions.sort_by(|&left, &right| {
+        let (left, right) = (&findings[left], &findings[right]);
+        right
+            .severity
+            .cmp(&left.severity)
+            .then(right.consensus.cmp(&left.consensus))
+            .then_with(|| {
+                location_key(left.locations.first()).cmp(&location_key(right.locations.first()))
+            })
+            .then_with(|| left.title.cmp(&right.title))
+    });
+    let mut new_index = vec![0; findings.len()];
+    let mut ordered = Vec::with_capacity(findings.len());
+    let mut counters: BTreeMap<Severity, usize> = BTreeMap::new();
+    for (rank, &position) in positions.iter().enumerate() {
+        new_index[position] = rank;
+        let mut finding = findings[position].clone();
+        let counter = counters.entry(finding.severity).or_insert(0);
+        *counter += 1;
+        finding.id = format!("{}{}", finding.severity.letter(), counter);
+        ordered.push(finding);
+    }
+    let findings = ordered;
+    let mut reconciliations: Vec<Reconciliation> = pending_reconciliations
+        .into_iter()
+        .map(|(position, mut reconciliation)| {
+            if position != usize::MAX {
+                reconciliation.consolidated_id = Some(findings[new_index[position]].id.clone());
+            }
+            reconciliation
+        })
+        .collect();
+    reconciliations.sort_by(|left, right| {
+        rank_of(&left.agent)
+            .cmp(&rank_of(&right.agent))
+            .then_with(|| left.consolidated_id.cmp(&right.consolidated_id))
+            .then_with(|| left.title.cmp(&right.title))
+    });
+    dropped_findings.sort_by(|left, right| {
+        rank_of(&left.agent)
+            .cmp(&rank_of(&right.agent))
+            .then_with(|| left.finding.title.cmp(&right.finding.title))
+    });
+
+    let failed_agents = failed_agents(&order, &results, &manifest.expected_agents, &display_of);
+    let partial = failed_agents.iter().any(|failed| failed.status.is_none());
+    let verdict = decide_verdict(&findings, &settings.verdict, &failed_agents, &display_of);
+    let retro: Vec<AgentRetro> = results
+        .iter()
+        .map(|result| {
+            agent_retro(
+                result,
+                &findings,
+                &reconciliations,
+                &dropped_findings,
+                &display_of,
+            )
+        })
+        .chain(
+            // Agents with no result still get a row, so the table shows who is missing.
+            manifest
+                .expected_agents
+                .iter()
+                .filter(|agent| !results.iter().any(|result| &result.agent == *agent))
+                .map(|agent| missing_agent_retro(agent, &display_of)),
+        )
+        .collect();
+    let retro_totals = totals(&retro);
+
+    let reviewers = order
+        .iter()
+        .map(|agent| {
+            let spec = job.agents.iter().find(|spec| &spec.name == agent);
+            let result = results.iter().find(|result| &result.agent == agent);
+            ReviewerLine {
+                agent: agent.clone(),
+                display_name: display_of(agent),
+                runner: spec
+                    .map_or("external", |spec| spec.runner.as_str())
+                    .to_string(),
+                model: result
+                    .and_then(|result| result.model.clone())
+                    .or_else(|| spec.and_then(|spec| spec.model.clone())),
+                effort: result
+                    .and_then(|result| result.effort.clone())
+                    .or_else(|| spec.and_then(|spec| spec.effort.clone())),
+            }
+        })
+        .collect();
+    let header = ReportHeader {
+        date: now,
+        repository: job.pull_request.repository.clone(),
+        pull_request_number: job.pull_request.number,
+        title: job.pull_request.title.clone(),
+        round: job.round,
+        author: job.pull_request.author.clone(),
+        branch: job.pull_request.branch.clone(),
+        commits: job.pull_request.commits.clone(),
+        reviewed_sha: job.source.head_revision().map(str::to_string),
+        reviewers,
+        wall_clock_ms: u64::try_from((now - job.created_at).num_milliseconds()).unwrap_or(0),
+    };
+
+    let design_observations = merge_observations(&results);
+    let attributed = |select: fn(&AgentResult) -> &Vec<String>| merge_notes(&results, select);
+    let mut report = Report {
+        schema_version: SCHEMA_VERSION,
+        review_id: job.id.clone(),
+        header,
+        verdict,
+        executive_summary: String::new(),
+        partial,
+        findings,
+        design_observations,
+        testing_gaps: attributed(|result| &result.testing_gaps),
+        documentation_notes: attributed(|result| &result.documentation_notes),
+        acknowledged_limitations: attributed(|result| &result.acknowledged_limitations),
+        retro,
+        retro_totals,
+        reconciliations,
+        dropped_findings,
+        failed_agents,
+        omitted_content: Vec::new(),
+        repo_context_updates: attributed(|result| &result.process_notes.repo_context_updates),
+        prompt_improvements: attributed(|result| &result.process_notes.prompt_improvements),
+        appendix: results,
+    };
+    report.executive_summary = summary::executive_summary(&report);
+    for (position, narrative) in summary::narratives(&report).into_iter().enumerate() {
+        if let Some(row) = report.retro.get_mut(position) {
+            row.narrative = narrative;
+        }
+    }
+    report
+}
+
+/// Line-up order, then expected agents missing from it, then unknown agents by name.
+fn agent_order(manifest: &ReviewManifest, results: &[AgentResult]) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut push = |agent: &str| {
+        if !order.iter().any(|known| known == agent) {
+            order.push(agent.to_string());
+        }
+    };
+    for agent in &manifest.job.agents {
+        push(&agent.name);
+    }
+    for agent in &manifest.expected_agents {
+        push(agent);
+    }
+    let mut unknown: Vec<&str> = results.iter().map(|result| result.agent.as_str()).collect();
+    unknown.sort_unstable();
+    for agent in unknown {
+        push(agent);
+    }
+    order
+}
+
+fn location_key(location: Option<&Location>) -> (String, u32, u32) {
+    match location {
+        Some(location) => {
+            let (start, end) = location.span().unwrap_or((0, 0));
+            (location.path.clone(), start, end)
+        }
+        None => (String::new(), 0, 0),
+    }
+}
+
+/// Sort key independent of input order.
+fn canonical_key(
+    item: &Item,
+) -> (
+    usize,
+    std::cmp::Reverse<Severity>,
+    (String, u32, u32),
+    String,
+    String,
+) {
+    (
+        item.rank,
+        std::cmp::Reverse(item.finding.severity),
+        location_key(item.finding.locations.first()),
+        item.finding.title.clone(),
+        item.finding.body.clone(),
+    )
+}
+
+fn near(left: &Location, right: &Location, proximity: u32) -> bool {
+    if left.path != right.path {
+        return false;
+    }
+    match (left.span(), right.span()) {
+        (Some((left_start, left_end)), Some((right_start, right_end))) => {
+            left_start <= right_end.saturating_add(proximity)
+                && right_start <= left_end.saturating_add(proximity)
+        }
+        // A whole-file location is near anything in that file.
+        _ => true,
+    }
+}
+
+/// Groups items that describe the same problem; no group holds two items of one agent.
+fn cluster(items: &[Item], settings: &ConsolidationSettings) -> Vec<Vec<usize>> {
+    let mut candidates: Vec<(f64, usize, usize)> = Vec::new();
+    // Findings in the same file are compared by place and text; the text-only rule
+    // (very similar titles) compares across files.
+    for left in 0..items.len() {
+        for right in left + 1..items.len() {
+            let (first, second) = (&items[left], &items[right]);
+            if first.agent == second.agent {
+                continue;
+            }
+            let same_place = first.finding.locations.iter().any(|location| {
+                second
+                    .finding
+                    .locations
+                    .iter()
+                    .any(|other| near(location, other, settings.line_proximity))
+            });
+            let title_similarity = jaccard(&first.title_tokens, &second.title_tokens)
+                .max(0.9 * overlap(&first.title_tokens, &second.title_tokens));
+            let text_similarity = jaccard(&first.text_tokens, &second.text_tokens);
+            let similarity = title_similarity.max(text_similarity);
+            let merges = (same_place && similarity >= settings.same_place_similarity)
+                || title_similarity >= settings.text_similarity;
+            if merges {
+                let score = similarity + if same_place { 1.0 } else { 0.0 };
+                candidates.push((score, left, right));
+            }
+        }
+    }
+    candidates.sort_by(|left, right| {
+        right
+            .0
+            .total_cmp(&left.0)
+            .then(left.1.cmp(&right.1))
+            .then(left.2.cmp(&right.2))
+    });
+    let mut group_of: Vec<usize> = (0..items.len()).collect();
+    let mut groups: Vec<Vec<usize>> = (0..items.len()).map(|index| vec![index]).collect();
+    for (_, left, right) in candidates {
+        let (left_group, right_group) = (group_of[left], group_of[right]);
+        if left_group == right_group {
+            continue;
+        }
+        let shares_agent = groups[left_group].iter().any(|&member| {
+            groups[right_group]
+                .iter()
+                .any(|&other| items[member].agent == items[other].agent)
+        });
+        if shares_agent {
+            continue;
+        }
+        let moved = std::mem::take(&mut groups[right_group]);
+        for &member in &moved {
+            group_of[member] = left_group;
+        }
+        groups[left_group].extend(moved);
+    }
+    groups
+        .into_iter()
+        .filter(|group| !group.is_empty())
+        .map(|mut group| {
+            group.sort_unstable();
+            group
+        })
+        .collect()
+}
+
+enum Outcome {
+    Kept(Box<ConsolidatedFinding>, Vec<Reconciliation>),
+    Dropped(Vec<DroppedFinding>, Vec<Reconciliation>),
+}
+
+fn reconcile(
+    members: &[&Item],
+    settings: &ConsolidationSettings,
+    family_of: &HashMap<String, String>,
+    display_of: &dyn Fn(&str) -> String,
+) -> Outcome {
+    let verifications: Vec<(&Item, VerificationOutcome)> = members
+        .iter()
+        .filter_map(|item| Some((*item, item.finding.verification.as_ref()?.outcome)))
+        .collect();
+    let confirmed = verifications
+        .iter()
+        .any(|(_, outcome)| *outcome == VerificationOutcome::Confirmed);
+    let refuted_by = verifications
+        .iter()
+        .find(|(_, outcome)| *outcome == VerificationOutcome::Refuted);
+
+    if let (Some((refuter, _)), false) = (refuted_by, confirmed) {
+        let command = refuter
+            .finding
+            .verification
+            .as_ref()
+            .map(|verification| verification.command.clone())
+            .unwrap_or_default();
+        let reason = format!(
+            "refuted by {}'s verification (`{command}`): a false positive",
+            display_of(&refuter.agent)
+        );
+        let dropped = members
+            .iter()
+            .map(|item| DroppedFinding {
+                agent: item.agent.clone(),
+                finding: item.finding.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        let reconciliations = members
+            .iter()
+            .map(|item| Reconciliation {
+                agent: item.agent.clone(),
+                original_id: item.finding.id.clone(),
+                title: item.finding.title.clone(),
+                from: item.finding.severity,
+                to: None,
+                consolidated_id: None,
+                reason: reason.clone(),
+            })
+            .collect();
+        return Outcome::Dropped(dropped, reconciliations);
+    }
+
+    // Majority vote; a tie goes to the lower severity.
+    let mut votes: BTreeMap<Severity, usize> = BTreeMap::new();
+    for item in members {
+        *votes.entry(item.finding.severity).or_insert(0) += 1;
+    }
+    let top = votes.values().copied().max().unwrap_or(0);
+    let tied: Vec<Severity> = votes
+        .iter()
+        .filter(|(_, count)| **count == top)
+        .map(|(severity, _)| *severity)
+        .collect();
+    let mut severity = tied.first().copied().unwrap_or(Severity::Suggestion);
+    let mut because = if members.len() == 1 {
+        String::new()
+    } else if tied.len() > 1 {
+        format!(
+            "the agents split evenly between {}, and a tie goes to the lower severity",
+            tied.iter()
+                .rev()
+                .map(|severity| severity.label())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )
+    } else {
+        format!(
+            "{top} of {} agents rated it {}",
+            members.len(),
+            severity.label()
+        )
+    };
+    let highest = members
+        .iter()
+        .map(|item| item.finding.severity)
+        .max()
+        .unwrap_or(Severity::Suggestion);
+    if confirmed {
+        let floor = highest.min(Severity::Important);
+        if severity < floor {
+            severity = floor;
+            because = "verification confirmed it, and a confirmed finding stays at least Important"
+                .to_string();
+        }
+    }
+    let all_in_tests = members.iter().all(|item| {
+        !item.finding.locations.is_empty()
+            && item
+                .finding
+                .locations
+                .iter()
+                .all(|location| is_test_path(&location.path))
+    });
+    if settings.lower_test_code_findings
+        && all_in_tests
+        && severity > Severity::Suggestion
+        && !confirmed
+    {
+        severity = severity.lowered();
+        because = if because.is_empty() {
+            "it lies only in test or mock code, which calibrates one level lower".to_string()
+        } else {
+            format!("{because}, and it lies only in test or mock code, which calibrates one level lower")
+        };
+    }
+
+    let representative = members
+        .iter()
+        .copied()
+        .max_by(|left, right| {
+            let score = |item: &Item| {
+                (
+                    item.finding.severity == severity,
+                    item.finding
+                        .verification
+                        .as_ref()
+                        .map(|verification| verification.outcome)
+                        == Some(VerificationOutcome::Confirmed),
+                    item.finding.body.len(),
+                    std::cmp::Reverse(item.rank),
+                )
+            };
+            score(left).cmp(&score(right))
+        })
+        .unwrap_or(members[0]);
+    let mut by_rank: Vec<&Item> = members.to_vec();
+    by_rank.sort_by_key(|item| item.rank);
+    let agents: Vec<String> = by_rank.iter().map(|item| item.agent.clone()).collect();
+    let consensus = if settings.families_count_as_one {
+        agents
+            .iter()
+            .map(|agent| {
+                family_of
+                    .get(agent)
+                    .cloned()
+                    .unwrap_or_else(|| agent.clone())
+            })
+            .collect::<BTreeSet<_>>()
+            .len()
+    } else {
+        agents.len()
+    };
+    let mut locations: Vec<Location> = Vec::new();
+    for location in std::iter::once(representative)
+        .chain(by_rank.iter().copied())
+        .flat_map(|item| item.finding.locations.iter())
+    {
+        if !locations.contains(location) {
+            locations.push(location.clone());
+        }
+    }
+    let first_with = |pick: fn(&Finding) -> Option<String>| {
+        pick(&representative.finding)
+            .or_else(|| by_rank.iter().find_map(|item| pick(&item.finding)))
+    };
+    let verification = by_rank
+        .iter()
+        .filter_map(|item| item.finding.verification.clone())
+        .min_by_key(|verification| match verification.outcome {
+            VerificationOutcome::Confirmed => 0,
+            VerificationOutcome::Inconclusive => 1,
+            VerificationOutcome::Refuted => 2,
+        });
+
+    let changed: Vec<&Item> = by_rank
+        .iter()
+        .copied()
+        .filter(|item| item.finding.severity != severity)
+        .collect();
+    let severity_note = (!changed.is_empty()).then(|| {
+        let mut by_severity: BTreeMap<std::cmp::Reverse<Severity>, Vec<String>> = BTreeMap::new();
+        for item in &by_rank {
+            by_severity
+                .entry(std::cmp::Reverse(item.finding.severity))
+                .or_default()
+                .push(display_of(&item.agent));
+        }
+        let ratings: Vec<String> = by_severity
+            .iter()
+            .map(|(severity, agents)| {
+                format!("{} rated this {}", join_names(agents), severity.0.label())
+            })
+            .collect();
+        format!(
+            "{}. Consolidated as {} because {}.",
+            ratings.join("; "),
+            severity.label(),
+            because
+        )
+    });
+    let reconciliations = changed
+        .iter()
+        .map(|item| Reconciliation {
+            agent: item.agent.clone(),
+            original_id: item.finding.id.clone(),
+            title: item.finding.title.clone(),
+            from: item.finding.severity,
+            to: Some(severity),
+            consolidated_id: None,
+            reason: because.clone(),
+        })
+        .collect();
+
+    Outcome::Kept(
+        Box::new(ConsolidatedFinding {
+            id: String::new(),
+            severity,
+            title: representative.finding.title.clone(),
+            body: representative.finding.body.clone(),
+            category: first_with(|finding| finding.category.clone()),
+            tag: representative
+                .finding
+                .tag
+                .or_else(|| by_rank.iter().find_map(|item| item.finding.tag)),
+            locations,
+            code_excerpt: first_with(|finding| finding.code_excerpt.clone()),
+            fix: first_with(|finding| finding.fix.clone()),
+            agents,
+            consensus,
+            verification,
+            originals: by_rank
+                .iter()
+                .map(|item| OriginalFinding {
+                    agent: item.agent.clone(),
+                    finding: item.finding.clone(),
+                })
+                .collect(),
+            severity_note,
+        }),
+        reconciliations,
+    )
+}
+
+/// `A`, `A and B`, `A, B and C`.
+pub(crate) fn join_names(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [only] => only.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn failed_agents(
+    order: &[String],
+    results: &[AgentResult],
+    expected: &[String],
+    display_of: &dyn Fn(&str) -> String,
+) -> Vec<FailedAgent> {
+    order
+        .iter()
+        .filter_map(
+            |agent| match results.iter().find(|result| &result.agent == agent) {
+                Some(result) if result.status != AgentStatus::Completed => Some(FailedAgent {
+                    agent: agent.clone(),
+                    status: Some(result.status),
+                    reason: result.error.clone().unwrap_or_else(|| {
+                        format!("{} {}", display_of(agent), result.status.label())
+                    }),
+                }),
+                None if expected.contains(agent) => Some(FailedAgent {
+                    agent: agent.clone(),
+                    status: None,
+                    reason: "no result arrived before the review's deadline".to_string(),
+                }),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+fn decide_verdict(
+    findings: &[ConsolidatedFinding],
+    rules: &VerdictRules,
+    failed: &[FailedAgent],
+    display_of: &dyn Fn(&str) -> String,
+) -> VerdictDecision {
+    let mut counts = SeverityCounts::default();
+    for finding in findings {
+        counts.add(finding.severity);
+    }
+    let titles = |severity: Severity| -> String {
+        findings
+            .iter()
+            .filter(|finding| finding.severity == severity)
+            .take(3)
+            .map(|finding| finding.title.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let described = |count: usize, severity: Severity| -> String {
+        let noun = match severity {
+            Severity::Critical => "critical issue",
+            Severity::Important => "important issue",
+            Severity::Suggestion => "suggestion",
+        };
+        let more = if count > 3 { "; …" } else { "" };
+        format!(
+            "{count} {noun}{} ({}{more})",
+            if count == 1 { "" } else { "s" },
+            titles(severity)
+        )
+    };
+    let (verdict, mut reason) = if counts.critical >= rules.rework_min_critical.max(1) {
+        (
+            Verdict::Rework,
+            described(counts.critical, Severity::Critical),
+        )
+    } else if rules
+        .rework_min_important
+        .is_some_and(|minimum| counts.important >= minimum.max(1))
+    {
+        (
+            Verdict::Rework,
+            described(counts.important, Severity::Important),
+        )
+    } else if counts.important >= rules.fixes_min_important.max(1) {
+        (
+            Verdict::MergeWithFixes,
+            described(counts.important, Severity::Important),
+        )
+    } else if rules
+        .fixes_min_suggestion
+        .is_some_and(|minimum| counts.suggestion >= minimum.max(1))
+    {
+        (
+            Verdict::MergeWithFixes,
+            described(counts.suggestion, Severity::Suggestion),
+        )
+    } else if counts.suggestion > 0 {
+        (
+            Verdict::Merge,
+            format!(
+                "no critical or important issues; {} suggestion{}",
+                counts.suggestion,
+                if counts.suggestion == 1 { "" } else { "s" }
+            ),
+        )
+    } else {
+        (Verdict::Merge, "no issues found".to_string())
+    };
+    if !failed.is_empty() {
+        let names: Vec<String> = failed
+            .iter()
+            .map(|failed| display_of(&failed.agent))
+            .collect();
+        reason.push_str(&format!(
+            " — without {} (did not complete)",
+            join_names(&names)
+        ));
+    }
+    VerdictDecision { verdict, reason }
+}
+
+fn agent_retro(
+    result: &AgentResult,
+    findings: &[ConsolidatedFinding],
+    reconciliations: &[Reconciliation],
+    dropped: &[DroppedFinding],
+    display_of: &dyn Fn(&str) -> String,
+) -> AgentRetro {
+    let agent = &result.agent;
+    let mut counts = SeverityCounts::default();
+    for finding in &result.findings {
+        counts.add(finding.severity);
+    }
+    let mine = |reconciliation: &&Reconciliation| &reconciliation.agent == agent;
+    let coverage_misses: Vec<String> = result
+        .files_reviewed
+        .iter()
+        .filter(|file| file.status == FileReviewStatus::ReviewedNoIssues)
+        .filter(|file| {
+            findings.iter().any(|finding| {
+                finding.severity >= Severity::Important
+                    && !finding.agents.contains(agent)
+                    && finding
+                        .locations
+                        .iter()
+                        .any(|location| location.path == file.path)
+            })
+        })
+        .map(|file| file.path.clone())
+        .collect();
+    AgentRetro {
+        agent: agent.clone(),
+        display_name: display_of(agent),
+        status: Some(result.status),
+        duration_ms: result.duration_ms,
+        findings: counts,
+        tool_calls: result.usage.tool_calls.clone(),
+        input_tokens: result.usage.input_tokens,
+        output_tokens: result.usage.output_tokens,
+        cost_usd: result.usage.cost_usd,
+        design_observations: result.design_observations.len(),
+        false_positives: dropped
+            .iter()
+            .filter(|dropped| &dropped.agent == agent)
+            .count(),
+        unique_insights: findings
+            .iter()
+            .filter(|finding| finding.agents.len() == 1 && &finding.agents[0] == agent)
+            .count(),
+        files_reviewed: result
+            .files_reviewed
+            .iter()
+            .filter(|file| file.status != FileReviewStatus::Skipped)
+            .count(),
+        coverage_misses,
+        downgraded: reconciliations
+            .iter()
+            .filter(mine)
+            .filter(|reconciliation| reconciliation.to.is_some_and(|to| to < reconciliation.from))
+            .count(),
+        upgraded: reconciliations
+            .iter()
+            .filter(mine)
+            .filter(|reconciliation| reconciliation.to.is_some_and(|to| to > reconciliation.from))
+            .count(),
+        dropped: reconciliations
+            .iter()
+            .filter(mine)
+            .filter(|reconciliation| reconciliation.to.is_none())
+            .count(),
+        narrative: String::new(),
+    }
+}
+
+fn missing_agent_retro(agent: &str, display_of: &dyn Fn(&str) -> String) -> AgentRetro {
+    let mut row = empty_retro(agent, display_of(agent));
+    row.status = None;
+    row
+}
+
+fn empty_retro(agent: &str, display_name: String) -> AgentRetro {
+    AgentRetro {
+        agent: agent.to_string(),
+        display_name,
+        status: None,
+        duration_ms: 0,
+        findings: SeverityCounts::default(),
+        tool_calls: BTreeMap::new(),
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: None,
+        design_observations: 0,
+        false_positives: 0,
+        unique_insights: 0,
+        files_reviewed: 0,
+        coverage_misses: Vec::new(),
+        downgraded: 0,
+        upgraded: 0,
+        dropped: 0,
+        narrative: String::new(),
+    }
+}
+
+fn totals(rows: &[AgentRetro]) -> AgentRetro {
+    let mut total = empty_retro("total", "Total".to_string());
+    for row in rows {
+        total.duration_ms = total.duration_ms.max(row.duration_ms);
+        total.findings.critical += row.findings.critical;
+        total.findings.important += row.findings.important;
+        total.findings.suggestion += row.findings.suggestion;
+        for (tool, count) in &row.tool_calls {
+            *total.tool_calls.entry(tool.clone()).or_insert(0) += count;
+        }
+        total.input_tokens += row.input_tokens;
+        total.output_tokens += row.output_tokens;
+        if let Some(cost) = row.cost_usd {
+            total.cost_usd = Some(total.cost_usd.unwrap_or(0.0) + cost);
+        }
+        total.design_observations += row.design_observations;
+        total.false_positives += row.false_positives;
+        total.unique_insights += row.unique_insights;
+        total.files_reviewed = total.files_reviewed.max(row.files_reviewed);
+        for miss in &row.coverage_misses {
+            if !total.coverage_misses.contains(miss) {
+                total.coverage_misses.push(miss.clone());
+            }
+        }
+        total.downgraded += row.downgraded;
+        total.upgraded += row.upgraded;
+        total.dropped += row.dropped;
+    }
+    total.narrative = "Duration is the slowest agent's (agents run in parallel); files reviewed is the widest coverage of any agent.".to_string();
+    total
+}
+
+fn merge_observations(results: &[AgentResult]) -> Vec<ConsolidatedObservation> {
+    let mut merged: Vec<(BTreeSet<String>, ConsolidatedObservation)> = Vec::new();
+    for result in results {
+        for observation in &result.design_observations {
+            let title_tokens = tokens(&observation.title);
+            let existing = merged.iter_mut().find(|(existing_tokens, existing)| {
+                existing.kind == observation.kind
+                    && !existing.agents.contains(&result.agent)
+                    && (jaccard(existing_tokens, &title_tokens) >= 0.5
+                        || overlap(existing_tokens, &title_tokens) >= 0.8)
+            });
+            match existing {
+                Some((_, existing)) => {
+                    existing.agents.push(result.agent.clone());
+                    existing
+                        .originals
+                        .push((result.agent.clone(), observation.clone()));
+                }
+                None => merged.push((title_tokens, new_observation(&result.agent, observation))),
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(_, observation)| observation)
+        .collect()
+}
+
+fn new_observation(agent: &str, observation: &DesignObservation) -> ConsolidatedObservation {
+    ConsolidatedObservation {
+        kind: observation.kind,
+        scope: observation.scope,
+        title: observation.title.clone(),
+        body: observation.body.clone(),
+        agents: vec![agent.to_string()],
+        originals: vec![(agent.to_string(), observation.clone())],
+    }
+}
+
+/// Merges near-identical remarks of different agents, keeping first-seen order (agents rank
+/// their own lists, e.g. testing gaps by risk).
+fn merge_notes(
+    results: &[AgentResult],
+    select: fn(&AgentResult) -> &Vec<String>,
+) -> Vec<TestingGap> {
+    let mut merged: Vec<(BTreeSet<String>, TestingGap)> = Vec::new();
+    for result in results {
+        for text in select(result) {
+            let note_tokens = tokens(text);
+            let existing = merged.iter_mut().find(|(existing_tokens, existing)| {
+                !existing.agents.contains(&result.agent)
+                    && jaccard(existing_tokens, &note_tokens) >= 0.6
+            });
+            match existing {
+                Some((_, existing)) => existing.agents.push(result.agent.clone()),
+                None => merged.push((
+                    note_tokens,
+                    TestingGap {
+                        text: text.clone(),
+                        agents: vec![result.agent.clone()],
+                    },
+                )),
+            }
+        }
+    }
+    merged.into_iter().map(|(_, note)| note).collect()
+}

@@ -1,0 +1,191 @@
+//! Where reports go. Files now; GitHub comments and check runs implement the same trait.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use deep_review_protocol::{Report, ReviewManifest};
+use serde::{Deserialize, Serialize};
+
+use crate::render;
+
+/// Why a report could not be published.
+#[derive(Debug, thiserror::Error)]
+#[error("publishing to {publisher} failed: {reason}")]
+pub struct PublishError {
+    /// Which publisher failed.
+    pub publisher: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Delivers a finished report somewhere. Publishing the same report twice must leave the
+/// same result as once, since a consolidator may retry after a crash.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// A short name for logs and errors.
+    fn name(&self) -> String;
+
+    /// Publishes `report` of the review described by `manifest`.
+    async fn publish(&self, manifest: &ReviewManifest, report: &Report)
+        -> Result<(), PublishError>;
+}
+
+/// A report file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// `report.md`.
+    Markdown,
+    /// `report.html`.
+    Html,
+    /// `report.json`.
+    Json,
+}
+
+impl OutputFormat {
+    /// Every format.
+    pub const ALL: [OutputFormat; 3] = [
+        OutputFormat::Markdown,
+        OutputFormat::Html,
+        OutputFormat::Json,
+    ];
+
+    /// The report file this format is written to.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            OutputFormat::Markdown => "report.md",
+            OutputFormat::Html => "report.html",
+            OutputFormat::Json => "report.json",
+        }
+    }
+}
+
+/// Writes `report.md`, `report.html`, `report.json`, `review.json` (the job) and
+/// `agents/<agent>.json` (each agent's result) into a directory.
+#[derive(Debug, Clone)]
+pub struct FilesPublisher {
+    root: PathBuf,
+    formats: Vec<OutputFormat>,
+    per_review_directory: bool,
+}
+
+impl FilesPublisher {
+    /// Writes straight into `directory` (one review, as `deep-review review --out` does).
+    pub fn into_directory(directory: impl Into<PathBuf>, formats: Vec<OutputFormat>) -> Self {
+        FilesPublisher {
+            root: directory.into(),
+            formats,
+            per_review_directory: false,
+        }
+    }
+
+    /// Writes each review into `root/<review id>/` (a long-running consolidator).
+    pub fn per_review(root: impl Into<PathBuf>, formats: Vec<OutputFormat>) -> Self {
+        FilesPublisher {
+            root: root.into(),
+            formats,
+            per_review_directory: true,
+        }
+    }
+
+    /// The directory a review's files go to.
+    pub fn directory_for(&self, review_id: &str) -> PathBuf {
+        if self.per_review_directory {
+            self.root.join(safe_file_name(review_id))
+        } else {
+            self.root.clone()
+        }
+    }
+
+    fn error(&self, reason: String) -> PublishError {
+        PublishError {
+            publisher: self.name(),
+            reason,
+        }
+    }
+
+    async fn write(&self, path: &Path, content: &[u8]) -> Result<(), PublishError> {
+        // Write then rename, so a reader never sees half a report.
+        let temporary = path.with_extension("partial");
+        tokio::fs::write(&temporary, content)
+            .await
+            .map_err(|error| self.error(format!("writing {}: {error}", temporary.display())))?;
+        tokio::fs::rename(&temporary, path)
+            .await
+            .map_err(|error| self.error(format!("renaming to {}: {error}", path.display())))
+    }
+}
+
+#[async_trait]
+impl Publisher for FilesPublisher {
+    fn name(&self) -> String {
+        format!("files in {}", self.root.display())
+    }
+
+    async fn publish(
+        &self,
+        manifest: &ReviewManifest,
+        report: &Report,
+    ) -> Result<(), PublishError> {
+        let directory = self.directory_for(&report.review_id);
+        let agents_directory = directory.join("agents");
+        tokio::fs::create_dir_all(&agents_directory)
+            .await
+            .map_err(|error| {
+                self.error(format!("creating {}: {error}", agents_directory.display()))
+            })?;
+        for format in &self.formats {
+            let content = match format {
+                OutputFormat::Markdown => render::markdown::render(report),
+                OutputFormat::Html => render::html::render(report),
+                OutputFormat::Json => render::json(report)
+                    .map_err(|error| self.error(format!("encoding the report: {error}")))?,
+            };
+            self.write(&directory.join(format.file_name()), content.as_bytes())
+                .await?;
+        }
+        let job = serde_json::to_vec_pretty(&manifest.job)
+            .map_err(|error| self.error(format!("encoding the review job: {error}")))?;
+        self.write(&directory.join("review.json"), &job).await?;
+        for result in &report.appendix {
+            let content = serde_json::to_vec_pretty(result).map_err(|error| {
+                self.error(format!("encoding {}'s result: {error}", result.agent))
+            })?;
+            let path = agents_directory.join(format!("{}.json", safe_file_name(&result.agent)));
+            self.write(&path, &content).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A file name from an agent or review name: anything but `[A-Za-z0-9._-]` becomes `_`,
+/// so a hand-written name like `../x` cannot escape the directory.
+pub fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|character| {
+            if character.is_ascii_alphanumeric() || "._-".contains(character) {
+                character
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match cleaned.trim_start_matches('.') {
+        "" => "_".to_string(),
+        trimmed => trimmed.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_escape() {
+        assert_eq!(safe_file_name("../etc/passwd"), "_etc_passwd");
+        assert_eq!(safe_file_name("claude-opus.4"), "claude-opus.4");
+        assert_eq!(safe_file_name(""), "_");
+        assert_eq!(safe_file_name(".."), "_");
+    }
+}

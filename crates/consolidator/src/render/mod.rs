@@ -1,0 +1,109 @@
+//! Renderers: every output format is built from the one [`Report`] structure.
+
+pub mod html;
+pub mod markdown;
+
+use std::collections::BTreeMap;
+
+use deep_review_protocol::Report;
+
+/// Appends formatted text and a newline to a `String` (writing to a `String` cannot fail,
+/// so this avoids discarding `fmt::Result`s).
+macro_rules! put_line {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($argument:tt)*) => {{
+        $out.push_str(&format!($($argument)*));
+        $out.push('\n');
+    }};
+}
+
+/// Appends formatted text to a `String`.
+macro_rules! put {
+    ($out:expr, $($argument:tt)*) => {
+        $out.push_str(&format!($($argument)*))
+    };
+}
+
+pub(crate) use {put, put_line};
+
+/// Renders `report` as pretty JSON.
+pub fn json(report: &Report) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(report)
+}
+
+/// The name the report shows for `agent`.
+pub(crate) fn agent_name(report: &Report, agent: &str) -> String {
+    report
+        .header
+        .reviewers
+        .iter()
+        .find(|reviewer| reviewer.agent == agent)
+        .map(|reviewer| reviewer.display_name.clone())
+        .unwrap_or_else(|| agent.to_string())
+}
+
+/// A fenced code block that cannot be closed early by backticks inside `content`.
+pub(crate) fn fence(content: &str, language: &str) -> String {
+    let longest_run = content
+        .split(|character| character != '`')
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    let ticks = "`".repeat(longest_run.max(2) + 1);
+    format!(
+        "{ticks}{language}\n{}\n{ticks}",
+        content.trim_end_matches('\n')
+    )
+}
+
+/// Text made safe for one Markdown table cell.
+pub(crate) fn table_cell(text: &str) -> String {
+    text.replace('|', "\\|")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `30 (Read 18, Bash 11, Agent 1)`, busiest tool first; `—` when none.
+pub(crate) fn tool_calls_text(tool_calls: &BTreeMap<String, u64>) -> String {
+    let total: u64 = tool_calls.values().sum();
+    if total == 0 {
+        return "—".to_string();
+    }
+    let mut tools: Vec<(&String, &u64)> = tool_calls.iter().collect();
+    tools.sort_by(|left, right| right.1.cmp(left.1).then(left.0.cmp(right.0)));
+    let parts: Vec<String> = tools
+        .iter()
+        .map(|(tool, count)| format!("{tool} {count}"))
+        .collect();
+    format!("{total} ({})", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_outgrow_backticks_inside() {
+        assert_eq!(fence("a", "rs"), "```rs\na\n```");
+        assert_eq!(fence("x ```` y", ""), "`````\nx ```` y\n`````");
+    }
+
+    #[test]
+    fn tool_calls_busiest_first() {
+        let calls = BTreeMap::from([
+            ("Bash".to_string(), 11),
+            ("Read".to_string(), 18),
+            ("Agent".to_string(), 1),
+        ]);
+        assert_eq!(tool_calls_text(&calls), "30 (Read 18, Bash 11, Agent 1)");
+        assert_eq!(tool_calls_text(&BTreeMap::new()), "—");
+    }
+
+    #[test]
+    fn table_cells_escape_pipes_and_newlines() {
+        assert_eq!(table_cell("a | b\nc"), "a \\| b c");
+    }
+}

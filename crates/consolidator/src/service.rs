@@ -1,0 +1,140 @@
+//! The consolidator as a service: waits for complete or overdue reviews, builds their
+//! reports and publishes them exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use deep_review_protocol::Report;
+use deep_review_transport::{CancellationToken, ResultStore, TransportError};
+use tokio::sync::mpsc;
+
+use crate::{consolidate, ConsolidationSettings, PublishError, Publisher};
+
+/// Why a review could not be consolidated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsolidatorError {
+    /// The store failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A publisher failed; the review is retried once its lease expires.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Consolidator tuning.
+#[derive(Debug, Clone)]
+pub struct ConsolidatorSettings {
+    /// How findings merge and the verdict is decided.
+    pub consolidation: ConsolidationSettings,
+    /// How long a claim on a review lasts; a crashed consolidator's reviews are retried after it.
+    pub lease: Duration,
+    /// How often overdue reviews are looked for.
+    pub sweep_interval: Duration,
+}
+
+/// Builds and publishes reports.
+pub struct Consolidator {
+    store: Arc<dyn ResultStore>,
+    publishers: Vec<Arc<dyn Publisher>>,
+    settings: ConsolidatorSettings,
+}
+
+impl Consolidator {
+    /// A consolidator reading from `store` and publishing through `publishers`.
+    pub fn new(
+        store: Arc<dyn ResultStore>,
+        publishers: Vec<Arc<dyn Publisher>>,
+        settings: ConsolidatorSettings,
+    ) -> Self {
+        Consolidator {
+            store,
+            publishers,
+            settings,
+        }
+    }
+
+    /// Consolidates `review_id` if nobody else holds or finished it. Returns the report
+    /// when this call published it.
+    pub async fn process(&self, review_id: &str) -> Result<Option<Report>, ConsolidatorError> {
+        if !self
+            .store
+            .claim_consolidation(review_id, self.settings.lease)
+            .await?
+        {
+            return Ok(None);
+        }
+        if self.store.is_cancelled(review_id).await? {
+            // A superseded round is never published.
+            self.store.finish_consolidation(review_id).await?;
+            tracing::info!(review = %review_id, "review superseded; report not published");
+            return Ok(None);
+        }
+        let Some(manifest) = self.store.manifest(review_id).await? else {
+            return Err(TransportError::UnknownReview(review_id.to_string()).into());
+        };
+        let results = self.store.results(review_id).await?;
+        let started = Instant::now();
+        let report = consolidate(&manifest, results, &self.settings.consolidation, Utc::now());
+        tracing::info!(
+            review = %review_id,
+            verdict = report.verdict.verdict.label(),
+            findings = report.findings.len(),
+            partial = report.partial,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "report built"
+        );
+        for publisher in &self.publishers {
+            publisher.publish(&manifest, &report).await?;
+        }
+        self.store.finish_consolidation(review_id).await?;
+        Ok(Some(report))
+    }
+
+    /// Serves until `shutdown`: consolidates each review when its last result arrives, and
+    /// each overdue review as a partial report. Published reports go to `published`.
+    pub async fn run(
+        &self,
+        shutdown: CancellationToken,
+        published: Option<mpsc::UnboundedSender<Report>>,
+    ) -> Result<(), ConsolidatorError> {
+        let mut last_sweep: Option<Instant> = None;
+        loop {
+            let completed = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                completed = self.store.next_completed(self.settings.sweep_interval) => completed,
+            };
+            let mut due: Vec<String> = Vec::new();
+            match completed {
+                Ok(Some(review_id)) => due.push(review_id),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "waiting for completed reviews failed; retrying");
+                    tokio::time::sleep(self.settings.sweep_interval.min(Duration::from_secs(1)))
+                        .await;
+                }
+            }
+            if last_sweep.is_none_or(|at| at.elapsed() >= self.settings.sweep_interval) {
+                last_sweep = Some(Instant::now());
+                match self.store.overdue_reviews(Utc::now()).await {
+                    Ok(overdue) => due.extend(overdue),
+                    Err(error) => tracing::error!(%error, "looking for overdue reviews failed"),
+                }
+            }
+            for review_id in due {
+                match self.process(&review_id).await {
+                    Ok(Some(report)) => {
+                        if let Some(published) = &published {
+                            // Nobody listening is fine: the report is already published.
+                            let _unobserved = published.send(report);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, review = %review_id, "consolidation failed; it will be retried when the claim expires");
+                    }
+                }
+            }
+        }
+    }
+}

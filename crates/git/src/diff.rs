@@ -1,0 +1,371 @@
+/// How a file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// New file.
+    Added,
+    /// File removed; it has no head-side lines.
+    Deleted,
+    /// Content changed in place.
+    Modified,
+    /// Moved, possibly with changes.
+    Renamed,
+}
+
+/// Whether a diff line was added, removed or is unchanged context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// Present only on the head side.
+    Added,
+    /// Present only on the base side.
+    Removed,
+    /// Present on both sides.
+    Context,
+}
+
+/// One line of a hunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffLine {
+    /// Added, removed or context.
+    pub kind: LineKind,
+    /// Line number on the head side; absent for removed lines.
+    pub new_line: Option<u32>,
+    /// The text without the leading marker.
+    pub text: String,
+}
+
+/// One `@@` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hunk {
+    /// First head-side line the hunk covers.
+    pub new_start: u32,
+    /// The hunk's lines in order.
+    pub lines: Vec<DiffLine>,
+}
+
+/// Everything the diff says about one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDiff {
+    /// Base-side path; absent for an added file.
+    pub old_path: Option<String>,
+    /// Head-side path; absent for a deleted file.
+    pub new_path: Option<String>,
+    /// How the file changed.
+    pub change: ChangeKind,
+    /// True when git reported a binary change with no text hunks.
+    pub binary: bool,
+    /// Text hunks.
+    pub hunks: Vec<Hunk>,
+}
+
+impl FileDiff {
+    /// The path a reviewer should cite: head side, or base side for a deleted file.
+    pub fn path(&self) -> &str {
+        self.new_path
+            .as_deref()
+            .or(self.old_path.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Added lines with their head-side line numbers.
+    pub fn added_lines(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.hunks.iter().flat_map(|hunk| {
+            hunk.lines
+                .iter()
+                .filter_map(|line| match (line.kind, line.new_line) {
+                    (LineKind::Added, Some(number)) => Some((number, line.text.as_str())),
+                    _ => None,
+                })
+        })
+    }
+
+    /// Number of added and removed lines.
+    pub fn line_counts(&self) -> (usize, usize) {
+        let mut added = 0;
+        let mut removed = 0;
+        for line in self.hunks.iter().flat_map(|hunk| &hunk.lines) {
+            match line.kind {
+                LineKind::Added => added += 1,
+                LineKind::Removed => removed += 1,
+                LineKind::Context => {}
+            }
+        }
+        (added, removed)
+    }
+}
+
+/// Parses a unified diff, as `git diff` or `diff -u` print it, into files and hunks.
+///
+/// Git's extended headers are understood, so binary files, renames, mode-only changes and
+/// new or deleted files all appear in the result; nothing in the input is dropped.
+pub fn parse_unified_diff(text: &str) -> Vec<FileDiff> {
+    let mut files: Vec<FileDiff> = Vec::new();
+    let lines = text.lines();
+    // Remaining old/new line counts of the hunk being read; zero means "between hunks".
+    let mut old_remaining = 0u32;
+    let mut new_remaining = 0u32;
+    let mut next_new_line = 0u32;
+
+    for line in lines {
+        if old_remaining > 0 || new_remaining > 0 {
+            let Some(file) = files.last_mut() else { break };
+            let Some(hunk) = file.hunks.last_mut() else {
+                break;
+            };
+            let (kind, body) = match line.as_bytes().first() {
+                Some(b'+') => (LineKind::Added, &line[1..]),
+                Some(b'-') => (LineKind::Removed, &line[1..]),
+                Some(b' ') => (LineKind::Context, &line[1..]),
+                // `\ No newline at end of file` belongs to the previous line.
+                Some(b'\\') => continue,
+                // Some tools drop the space of empty context lines.
+                None => (LineKind::Context, ""),
+                Some(_) => {
+                    // A malformed count: stop the hunk here rather than misread headers.
+                    old_remaining = 0;
+                    new_remaining = 0;
+                    continue;
+                }
+            };
+            let new_line = match kind {
+                LineKind::Removed => {
+                    old_remaining = old_remaining.saturating_sub(1);
+                    None
+                }
+                LineKind::Added => {
+                    new_remaining = new_remaining.saturating_sub(1);
+                    next_new_line += 1;
+                    Some(next_new_line - 1)
+                }
+                LineKind::Context => {
+                    old_remaining = old_remaining.saturating_sub(1);
+                    new_remaining = new_remaining.saturating_sub(1);
+                    next_new_line += 1;
+                    Some(next_new_line - 1)
+                }
+            };
+            hunk.lines.push(DiffLine {
+                kind,
+                new_line,
+                text: body.to_string(),
+            });
+            continue;
+        }
+
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            let (old_path, new_path) = split_git_header_paths(rest);
+            files.push(FileDiff {
+                old_path: Some(old_path),
+                new_path: Some(new_path),
+                change: ChangeKind::Modified,
+                binary: false,
+                hunks: Vec::new(),
+            });
+        } else if let Some(rest) = line.strip_prefix("--- ") {
+            // A plain `diff -u` file starts here; a git one already has its entry.
+            let path = strip_side_prefix(header_path(rest), "a/");
+            let starts_new_file = files
+                .last()
+                .is_none_or(|file| !file.hunks.is_empty() || file.binary);
+            if starts_new_file {
+                files.push(FileDiff {
+                    old_path: path.clone(),
+                    new_path: None,
+                    change: ChangeKind::Modified,
+                    binary: false,
+                    hunks: Vec::new(),
+                });
+            } else if let Some(file) = files.last_mut() {
+                if path.is_none() {
+                    file.old_path = None;
+                    file.change = ChangeKind::Added;
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("+++ ") {
+            if let Some(file) = files.last_mut() {
+                match strip_side_prefix(header_path(rest), "b/") {
+                    Some(path) => file.new_path = Some(path),
+                    None => {
+                        file.new_path = None;
+                        file.change = ChangeKind::Deleted;
+                    }
+                }
+                if file.old_path.is_none() && file.new_path.is_some() {
+                    file.change = ChangeKind::Added;
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("@@ ") {
+            if let (Some(file), Some((old_count, new_start, new_count))) =
+                (files.last_mut(), parse_hunk_header(rest))
+            {
+                file.hunks.push(Hunk {
+                    new_start,
+                    lines: Vec::new(),
+                });
+                old_remaining = old_count;
+                new_remaining = new_count;
+                next_new_line = new_start;
+            }
+        } else if let Some(file) = files.last_mut() {
+            if line.starts_with("new file mode") {
+                file.change = ChangeKind::Added;
+                file.old_path = None;
+            } else if line.starts_with("deleted file mode") {
+                file.change = ChangeKind::Deleted;
+                file.new_path = None;
+            } else if let Some(path) = line.strip_prefix("rename from ") {
+                file.change = ChangeKind::Renamed;
+                file.old_path = Some(path.to_string());
+            } else if let Some(path) = line.strip_prefix("rename to ") {
+                file.change = ChangeKind::Renamed;
+                file.new_path = Some(path.to_string());
+            } else if line.starts_with("Binary files ") || line == "GIT binary patch" {
+                file.binary = true;
+            }
+        }
+    }
+    files
+}
+
+/// Splits `a/x b/x` from a `diff --git` line. Paths with spaces are ambiguous there; the
+/// `---`/`+++`/rename lines that follow refine them.
+fn split_git_header_paths(rest: &str) -> (String, String) {
+    if let Some(index) = rest.find(" b/") {
+        let old = rest[..index].trim_start_matches("a/").to_string();
+        let new = rest[index + 3..].to_string();
+        return (old, new);
+    }
+    (rest.to_string(), rest.to_string())
+}
+
+fn header_path(rest: &str) -> &str {
+    // `diff -u` appends a tab and a timestamp.
+    rest.split('\t').next().unwrap_or(rest).trim_end()
+}
+
+fn strip_side_prefix(path: &str, prefix: &str) -> Option<String> {
+    if path == "/dev/null" {
+        return None;
+    }
+    Some(path.strip_prefix(prefix).unwrap_or(path).to_string())
+}
+
+/// Parses `-a,b +c,d @@ …` into (old count, new start, new count).
+fn parse_hunk_header(rest: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = rest.split_whitespace();
+    let old = parts.next()?.strip_prefix('-')?;
+    let new = parts.next()?.strip_prefix('+')?;
+    let count = |range: &str| -> Option<(u32, u32)> {
+        match range.split_once(',') {
+            Some((start, count)) => Some((start.parse().ok()?, count.parse().ok()?)),
+            None => Some((range.parse().ok()?, 1)),
+        }
+    };
+    let (_, old_count) = count(old)?;
+    let (new_start, new_count) = count(new)?;
+    Some((old_count, new_start, new_count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIT_DIFF: &str = "\
+diff --git a/src/lib.rs b/src/lib.rs
+index 1111111..2222222 100644
+--- a/src/lib.rs
++++ b/src/lib.rs
+@@ -1,3 +1,4 @@
+ fn a() {}
+-fn b() {}
++fn b() { x(); }
++fn c() {}
+ fn d() {}
+@@ -10,2 +11,2 @@ impl X {
+--- removed line that looks like a header
++++ added line that looks like a header
+ tail
+diff --git a/new.py b/new.py
+new file mode 100644
+index 0000000..3333333
+--- /dev/null
++++ b/new.py
+@@ -0,0 +1,2 @@
++print('x')
++pass
+\\ No newline at end of file
+diff --git a/gone.txt b/gone.txt
+deleted file mode 100644
+index 4444444..0000000
+--- a/gone.txt
++++ /dev/null
+@@ -1 +0,0 @@
+-bye
+diff --git a/logo.png b/logo.png
+index 5555555..6666666 100644
+Binary files a/logo.png and b/logo.png differ
+diff --git a/old name.rs b/new name.rs
+similarity index 100%
+rename from old name.rs
+rename to new name.rs
+";
+
+    #[test]
+    fn git_diff_files_lines_and_numbers() {
+        let files = parse_unified_diff(GIT_DIFF);
+        assert_eq!(files.len(), 5, "{files:#?}");
+        let lib = &files[0];
+        assert_eq!(lib.path(), "src/lib.rs");
+        assert_eq!(lib.change, ChangeKind::Modified);
+        let added: Vec<_> = lib.added_lines().collect();
+        assert_eq!(
+            added,
+            vec![
+                (2, "fn b() { x(); }"),
+                (3, "fn c() {}"),
+                (11, "++ added line that looks like a header"),
+            ]
+        );
+        assert_eq!(lib.line_counts(), (3, 2));
+
+        assert_eq!(files[1].change, ChangeKind::Added);
+        assert_eq!(files[1].path(), "new.py");
+        assert_eq!(files[1].added_lines().count(), 2);
+
+        assert_eq!(files[2].change, ChangeKind::Deleted);
+        assert_eq!(files[2].path(), "gone.txt");
+        assert_eq!(files[2].added_lines().count(), 0);
+
+        assert!(files[3].binary);
+        assert_eq!(files[3].path(), "logo.png");
+
+        assert_eq!(files[4].change, ChangeKind::Renamed);
+        assert_eq!(files[4].path(), "new name.rs");
+        assert_eq!(files[4].old_path.as_deref(), Some("old name.rs"));
+    }
+
+    #[test]
+    fn plain_diff_u_output() {
+        let text = "\
+--- a.txt\t2026-01-01 00:00:00
++++ a.txt\t2026-01-02 00:00:00
+@@ -1 +1,2 @@
+ one
++two
+--- b.txt
++++ b.txt
+@@ -5,0 +6 @@
++six
+";
+        let files = parse_unified_diff(text);
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].path(), "a.txt");
+        assert_eq!(files[0].added_lines().collect::<Vec<_>>(), vec![(2, "two")]);
+        assert_eq!(files[1].added_lines().collect::<Vec<_>>(), vec![(6, "six")]);
+    }
+
+    #[test]
+    fn empty_and_garbage_input_give_no_files() {
+        assert!(parse_unified_diff("").is_empty());
+        assert!(parse_unified_diff("hello\nworld\n").is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+//! Git access for deep-review: resolving revisions, listing commits, producing the diff
+//! under review and checking out worktrees, plus parsing of unified diffs.
+//!
+//! Git is driven through its command line: it is present wherever a repository is, it
+//! honours the user's configuration, and it keeps this crate free of a C dependency.
+
+mod diff;
+mod paths;
+mod repository;
+
+pub use diff::{parse_unified_diff, ChangeKind, DiffLine, FileDiff, Hunk, LineKind};
+pub use paths::is_test_path;
+pub use repository::{GitError, Repository, Worktree};

@@ -1,0 +1,373 @@
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// A failure to read from git.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// git could not be started at all.
+    #[error("could not run git (is it installed?): {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The path is not inside a git work tree.
+    #[error("{path} is not a git repository: {stderr}")]
+    NotARepository {
+        /// The path given.
+        path: String,
+        /// What git said.
+        stderr: String,
+    },
+    /// A revision did not name a commit.
+    #[error("unknown revision `{revision}` in {repository}: {stderr}")]
+    UnknownRevision {
+        /// The revision given.
+        revision: String,
+        /// The repository.
+        repository: String,
+        /// What git said.
+        stderr: String,
+    },
+    /// Any other git command failed.
+    #[error("`git {arguments}` failed in {repository}: {stderr}")]
+    CommandFailed {
+        /// The arguments, space-joined.
+        arguments: String,
+        /// The repository.
+        repository: String,
+        /// What git said.
+        stderr: String,
+    },
+}
+
+/// A local git repository, addressed by its top-level directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    root: PathBuf,
+}
+
+impl Repository {
+    /// Opens the repository containing `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, GitError> {
+        let path = path.as_ref();
+        let output = git_command(path)
+            .args(["rev-parse", "--show-toplevel"])
+            .output()
+            .await
+            .map_err(GitError::Spawn)?;
+        if !output.status.success() {
+            return Err(GitError::NotARepository {
+                path: path.display().to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        let root = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        Ok(Repository {
+            root: PathBuf::from(root),
+        })
+    }
+
+    /// The work tree's top-level directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A short name for the repository: `owner/name` from the `origin` remote when there is
+    /// one, else the directory name.
+    pub async fn name(&self) -> String {
+        if let Ok(url) = self.run(&["remote", "get-url", "origin"]).await {
+            if let Some(name) = repository_name_from_url(url.trim()) {
+                return name;
+            }
+        }
+        self.root
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.root.display().to_string())
+    }
+
+    /// The full SHA of the commit `revision` names.
+    pub async fn resolve(&self, revision: &str) -> Result<String, GitError> {
+        let spec = format!("{revision}^{{commit}}");
+        let output = git_command(&self.root)
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &spec,
+            ])
+            .output()
+            .await
+            .map_err(GitError::Spawn)?;
+        if !output.status.success() {
+            return Err(GitError::UnknownRevision {
+                revision: revision.to_string(),
+                repository: self.root.display().to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// Commits reachable from `head` but not `base`, oldest first, as (sha, subject).
+    pub async fn commits(&self, base: &str, head: &str) -> Result<Vec<(String, String)>, GitError> {
+        let range = format!("{base}..{head}");
+        let text = self
+            .run(&["log", "--reverse", "--format=%H%x1f%s", &range, "--"])
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|line| line.split_once('\u{1f}'))
+            .map(|(sha, subject)| (sha.to_string(), subject.to_string()))
+            .collect())
+    }
+
+    /// The author name of `revision`.
+    pub async fn author(&self, revision: &str) -> Result<String, GitError> {
+        Ok(self
+            .run(&["log", "-1", "--format=%an", revision, "--"])
+            .await?
+            .trim()
+            .to_string())
+    }
+
+    /// The checked-out branch when `head_sha` is what `HEAD` points at.
+    pub async fn branch_at(&self, head_sha: &str) -> Option<String> {
+        let current = self.resolve("HEAD").await.ok()?;
+        if current != head_sha {
+            return None;
+        }
+        let name = self
+            .run(&["rev-parse", "--abbrev-ref", "HEAD"])
+            .await
+            .ok()?;
+        let name = name.trim();
+        (name != "HEAD" && !name.is_empty()).then(|| name.to_string())
+    }
+
+    /// The change from the merge base of `base` and `head` to `head`, as a pull request
+    /// shows it, with renames detected.
+    pub async fn diff(&self, base: &str, head: &str) -> Result<String, GitError> {
+        let range = format!("{base}...{head}");
+        self.run(&[
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--find-renames",
+            "--unified=3",
+            &range,
+            "--",
+        ])
+        .await
+    }
+
+    /// The content of `path` at `revision`, or `None` when it does not exist there.
+    pub async fn file_at(&self, revision: &str, path: &str) -> Result<Option<String>, GitError> {
+        let object = format!("{revision}:{path}");
+        let output = git_command(&self.root)
+            .args(["show", &object])
+            .output()
+            .await
+            .map_err(GitError::Spawn)?;
+        if !output.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
+    }
+
+    /// Checks `revision` out, detached, into a new worktree at `directory`.
+    pub async fn add_worktree(
+        &self,
+        revision: &str,
+        directory: &Path,
+    ) -> Result<Worktree, GitError> {
+        let directory_text = directory.display().to_string();
+        self.run(&[
+            "worktree",
+            "add",
+            "--detach",
+            "--quiet",
+            &directory_text,
+            revision,
+        ])
+        .await?;
+        Ok(Worktree {
+            repository: self.clone(),
+            path: Some(directory.to_path_buf()),
+        })
+    }
+
+    async fn run(&self, arguments: &[&str]) -> Result<String, GitError> {
+        let output = git_command(&self.root)
+            .args(arguments)
+            .output()
+            .await
+            .map_err(GitError::Spawn)?;
+        if !output.status.success() {
+            return Err(GitError::CommandFailed {
+                arguments: arguments.join(" "),
+                repository: self.root.display().to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// A checked-out worktree, removed when dropped (or explicitly with [`Worktree::remove`]).
+#[derive(Debug)]
+pub struct Worktree {
+    repository: Repository,
+    path: Option<PathBuf>,
+}
+
+impl Worktree {
+    /// Where the files are.
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or_else(|| Path::new(""))
+    }
+
+    /// Removes the worktree and its administrative files.
+    pub async fn remove(mut self) -> Result<(), GitError> {
+        if let Some(path) = self.path.take() {
+            let path_text = path.display().to_string();
+            self.repository
+                .run(&["worktree", "remove", "--force", &path_text])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Worktree {
+    fn drop(&mut self) {
+        // Fallback for an early return or a cancelled task: remove synchronously so the
+        // user's repository is not left with stray worktrees.
+        if let Some(path) = self.path.take() {
+            let result = std::process::Command::new("git")
+                .arg("-C")
+                .arg(self.repository.root())
+                .args(["worktree", "remove", "--force"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !matches!(result, Ok(status) if status.success()) {
+                let _removed = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+}
+
+fn git_command(directory: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(directory)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// `owner/name` from an https, ssh or scp-like clone URL.
+fn repository_name_from_url(url: &str) -> Option<String> {
+    let trimmed = url.trim_end_matches('/').trim_end_matches(".git");
+    let path = if let Some((_, rest)) = trimmed.split_once("://") {
+        rest.split_once('/')?.1
+    } else if let Some((_, rest)) = trimmed.split_once(':') {
+        rest
+    } else {
+        return None;
+    };
+    let mut parts: Vec<&str> = path.rsplitn(3, '/').collect();
+    if parts.len() < 2 {
+        return None;
+    }
+    parts.truncate(2);
+    Some(format!("{}/{}", parts[1], parts[0]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_urls() {
+        assert_eq!(
+            repository_name_from_url("https://github.com/tokio-rs/mini-redis.git").as_deref(),
+            Some("tokio-rs/mini-redis")
+        );
+        assert_eq!(
+            repository_name_from_url("git@github.com:BurntSushi/ripgrep.git").as_deref(),
+            Some("BurntSushi/ripgrep")
+        );
+        assert_eq!(repository_name_from_url("/srv/repo"), None);
+    }
+
+    async fn git(directory: &Path, arguments: &[&str]) {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(directory)
+            .args(arguments)
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "git {arguments:?}");
+    }
+
+    #[tokio::test]
+    async fn reads_commits_diff_files_and_worktrees() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        git(root, &["init", "-q", "-b", "main"]).await;
+        git(root, &["config", "user.email", "t@example.com"]).await;
+        git(root, &["config", "user.name", "Tess"]).await;
+        std::fs::write(root.join("a.txt"), "one\n").unwrap();
+        git(root, &["add", "."]).await;
+        git(root, &["commit", "-q", "-m", "first"]).await;
+        std::fs::write(root.join("a.txt"), "one\ntwo\n").unwrap();
+        git(root, &["commit", "-q", "-am", "second"]).await;
+
+        let repository = Repository::open(root).await.unwrap();
+        let head = repository.resolve("HEAD").await.unwrap();
+        let base = repository.resolve("HEAD~1").await.unwrap();
+        assert_eq!(head.len(), 40);
+        let commits = repository.commits(&base, &head).await.unwrap();
+        assert_eq!(commits, vec![(head.clone(), "second".to_string())]);
+        assert_eq!(repository.author(&head).await.unwrap(), "Tess");
+        assert_eq!(repository.branch_at(&head).await.as_deref(), Some("main"));
+        assert_eq!(repository.branch_at(&base).await, None);
+        let diff = repository.diff(&base, &head).await.unwrap();
+        assert!(diff.contains("+two"), "{diff}");
+        assert_eq!(
+            repository.file_at(&base, "a.txt").await.unwrap().as_deref(),
+            Some("one\n")
+        );
+        assert_eq!(repository.file_at(&base, "missing").await.unwrap(), None);
+        assert!(matches!(
+            repository.resolve("no-such-rev").await,
+            Err(GitError::UnknownRevision { .. })
+        ));
+
+        let worktree_parent = tempfile::tempdir().unwrap();
+        let worktree_path = worktree_parent.path().join("tree");
+        let worktree = repository
+            .add_worktree(&base, &worktree_path)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(worktree.path().join("a.txt")).unwrap(),
+            "one\n"
+        );
+        worktree.remove().await.unwrap();
+        assert!(!worktree_path.exists());
+
+        let not_a_repository = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Repository::open(not_a_repository.path()).await,
+            Err(GitError::NotARepository { .. })
+        ));
+    }
+}

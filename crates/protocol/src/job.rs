@@ -1,0 +1,249 @@
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::default_schema_version;
+
+/// Which implementation runs an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunnerKind {
+    /// The offline static reviewer shipped with deep-review; needs no model.
+    Builtin,
+    /// Any executable that reads an [`AgentInput`] on stdin and prints an `AgentResult`.
+    Command,
+}
+
+impl RunnerKind {
+    /// The name used in configuration and queue names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerKind::Builtin => "builtin",
+            RunnerKind::Command => "command",
+        }
+    }
+}
+
+/// One reviewer in the line-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentSpec {
+    /// Unique within a review; names the result file and the report column.
+    pub name: String,
+    /// How the agent runs.
+    pub runner: RunnerKind,
+    /// Model identifier passed to the runner, when it uses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Reasoning effort passed to the runner (`low`, `high`, …), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
+    /// How long the agent may run before it is stopped and reported as timed out.
+    #[serde(with = "humantime_serde", default = "default_agent_timeout")]
+    #[schemars(with = "String", example = &"15m")]
+    pub timeout: Duration,
+    /// The executable and its arguments, for the `command` runner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Agents of one family count as one opinion for consensus when configured so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// How the report names the reviewer, e.g. "Claude Opus 4.6"; defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+fn default_agent_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl AgentSpec {
+    /// The name the report shows.
+    pub fn display(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Where the code under review comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Source {
+    /// A repository on a filesystem every process can read.
+    LocalRepo {
+        /// Path of the repository's work tree.
+        path: String,
+        /// Base revision; the scheduler resolves it to a full SHA.
+        base: String,
+        /// Head revision; the scheduler resolves it to a full SHA.
+        head: String,
+    },
+    /// A repository that workers clone or fetch into a local mirror.
+    GitRemote {
+        /// Clone URL.
+        url: String,
+        /// Full SHA of the base commit.
+        base_sha: String,
+        /// Full SHA of the head commit, the one reviewed.
+        head_sha: String,
+    },
+    /// A plain unified diff with no repository behind it.
+    InlineDiff {
+        /// The diff text.
+        diff: String,
+    },
+}
+
+impl Source {
+    /// The reviewed commit, when the source has one.
+    pub fn head_revision(&self) -> Option<&str> {
+        match self {
+            Source::LocalRepo { head, .. } => Some(head),
+            Source::GitRemote { head_sha, .. } => Some(head_sha),
+            Source::InlineDiff { .. } => None,
+        }
+    }
+}
+
+/// One commit of the change, for the report header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitSummary {
+    /// Full SHA.
+    pub sha: String,
+    /// First line of the message.
+    pub subject: String,
+}
+
+/// What is known of the pull request (or local change) under review.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PullRequestMetadata {
+    /// `owner/name`, or the local directory name; keys repo context between reviews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// PR number, absent for a local change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u64>,
+    /// PR title, or the head commit's subject for a local change. Untrusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Author login or commit author name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Head branch name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// PR description. Untrusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Commits of the change, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<CommitSummary>,
+}
+
+/// A review as the scheduler accepted it: the unit every task and the report belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReviewJob {
+    /// Version of this message format.
+    #[serde(default = "default_schema_version")]
+    pub schema_version: u32,
+    /// Unique review id, e.g. `20260415-103429-3f2a9c1d`.
+    pub id: String,
+    /// When the scheduler accepted the request.
+    pub created_at: DateTime<Utc>,
+    /// The code under review.
+    pub source: Source,
+    /// PR (or local change) metadata, when known.
+    #[serde(default)]
+    pub pull_request: PullRequestMetadata,
+    /// The Nth review of the same PR; 1 for a first or local review.
+    #[serde(default = "first_round")]
+    pub round: u32,
+    /// The agent line-up; one task is published per agent.
+    pub agents: Vec<AgentSpec>,
+    /// When the consolidator stops waiting and writes a partial report.
+    pub deadline: DateTime<Utc>,
+}
+
+fn first_round() -> u32 {
+    1
+}
+
+/// One agent's share of a review, as published on the task queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentTask {
+    /// Version of this message format.
+    #[serde(default = "default_schema_version")]
+    pub schema_version: u32,
+    /// Deterministic id `{review}:{agent}`, so redeliveries and re-publishes collapse.
+    pub task_id: String,
+    /// The agent to run.
+    pub agent: AgentSpec,
+    /// The review it belongs to, carried whole so a worker needs nothing else.
+    pub job: ReviewJob,
+}
+
+impl AgentTask {
+    /// Builds the task of `agent` in `job`, with its deterministic id.
+    pub fn new(job: &ReviewJob, agent: &AgentSpec) -> Self {
+        AgentTask {
+            schema_version: crate::SCHEMA_VERSION,
+            task_id: format!("{}:{}", job.id, agent.name),
+            agent: agent.clone(),
+            job: job.clone(),
+        }
+    }
+}
+
+/// What a `command` agent receives on stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentInput {
+    /// Version of this message format.
+    #[serde(default = "default_schema_version")]
+    pub schema_version: u32,
+    /// The task, including the agent spec and the review job.
+    pub task: AgentTask,
+    /// The unified diff under review.
+    pub diff: String,
+    /// A checkout of the head commit the agent may read, when the source has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+}
+
+/// What the result store records about a review when it is scheduled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReviewManifest {
+    /// The review.
+    pub job: ReviewJob,
+    /// Names of the agents whose results complete the review.
+    pub expected_agents: Vec<String>,
+}
+
+impl ReviewManifest {
+    /// The manifest of `job`: every agent of its line-up is expected.
+    pub fn for_job(job: &ReviewJob) -> Self {
+        ReviewManifest {
+            expected_agents: job.agents.iter().map(|agent| agent.name.clone()).collect(),
+            job: job.clone(),
+        }
+    }
+}
+
+/// A request for a review, from the CLI, the HTTP API, a webhook or a sweep. The scheduler
+/// turns it into a [`ReviewJob`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReviewRequest {
+    /// Version of this message format.
+    #[serde(default = "default_schema_version")]
+    pub schema_version: u32,
+    /// The code to review.
+    pub source: Source,
+    /// PR metadata the requester already knows; the scheduler fills gaps from git.
+    #[serde(default)]
+    pub pull_request: PullRequestMetadata,
+    /// Round number, when the requester tracks rounds; 1 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// The line-up; empty means the scheduler's configured default.
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+}

@@ -1,0 +1,299 @@
+//! The scheduler: turns a review request into a job, records its manifest and publishes one
+//! task per agent.
+//!
+//! It resolves what the request leaves open (revisions to SHAs, commits, author, branch) so
+//! every worker reviews exactly the same change, and it sets the deadline after which the
+//! consolidator writes a partial report.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deep_review_git::{GitError, Repository};
+use deep_review_protocol::{
+    AgentSpec, AgentTask, CommitSummary, ReviewJob, ReviewManifest, ReviewRequest, RunnerKind,
+    Source, SCHEMA_VERSION,
+};
+use deep_review_transport::{ResultStore, TaskQueue, TransportError};
+
+/// Why a request could not be scheduled.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The request itself is wrong; nothing was published.
+    #[error("invalid review request: {0}")]
+    InvalidRequest(String),
+    /// The repository or a revision could not be read.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The queue or store failed; the review may be partly published.
+    #[error("could not schedule the review: {0}")]
+    Transport(#[from] TransportError),
+}
+
+/// How the scheduler fills gaps in requests.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    /// Line-up used when a request names no agents.
+    pub default_agents: Vec<AgentSpec>,
+    /// Time the consolidator waits beyond the slowest agent's timeout before writing a
+    /// partial report; covers queue wait and result storage.
+    pub deadline_grace: Duration,
+}
+
+/// Accepts review requests and dispatches their tasks.
+pub struct Scheduler {
+    queue: Arc<dyn TaskQueue>,
+    store: Arc<dyn ResultStore>,
+    settings: SchedulerSettings,
+}
+
+impl Scheduler {
+    /// A scheduler publishing to `queue` and recording manifests in `store`.
+    pub fn new(
+        queue: Arc<dyn TaskQueue>,
+        store: Arc<dyn ResultStore>,
+        settings: SchedulerSettings,
+    ) -> Self {
+        Scheduler {
+            queue,
+            store,
+            settings,
+        }
+    }
+
+    /// Prepares `request` and dispatches it: the manifest is stored before any task is
+    /// published, so a fast worker never writes a result for an unknown review.
+    pub async fn submit(&self, request: ReviewRequest) -> Result<ReviewJob, SchedulerError> {
+        let job = prepare_job(request, &self.settings, Utc::now()).await?;
+        self.store
+            .create_review(&ReviewManifest::for_job(&job))
+            .await?;
+        for agent in &job.agents {
+            self.queue.publish(&AgentTask::new(&job, agent)).await?;
+        }
+        tracing::info!(review = %job.id, agents = job.agents.len(), deadline = %job.deadline, "review scheduled");
+        Ok(job)
+    }
+}
+
+/// Validates `request` and resolves it into a job accepted at `now`.
+pub async fn prepare_job(
+    request: ReviewRequest,
+    settings: &SchedulerSettings,
+    now: DateTime<Utc>,
+) -> Result<ReviewJob, SchedulerError> {
+    let agents = if request.agents.is_empty() {
+        settings.default_agents.clone()
+    } else {
+        request.agents
+    };
+    validate_agents(&agents)?;
+    let mut pull_request = request.pull_request;
+    let source = match request.source {
+        Source::LocalRepo { path, base, head } => {
+            let repository = Repository::open(&path).await?;
+            let base_sha = repository.resolve(&base).await?;
+            let head_sha = repository.resolve(&head).await?;
+            if pull_request.commits.is_empty() {
+                pull_request.commits = repository
+                    .commits(&base_sha, &head_sha)
+                    .await?
+                    .into_iter()
+                    .map(|(sha, subject)| CommitSummary { sha, subject })
+                    .collect();
+            }
+            if pull_request.repository.is_none() {
+                pull_request.repository = Some(repository.name().await);
+            }
+            if pull_request.author.is_none() {
+                pull_request.author = Some(repository.author(&head_sha).await?);
+            }
+            if pull_request.branch.is_none() {
+                pull_request.branch = repository.branch_at(&head_sha).await;
+            }
+            if pull_request.title.is_none() {
+                pull_request.title = pull_request
+                    .commits
+                    .last()
+                    .map(|commit| commit.subject.clone());
+            }
+            Source::LocalRepo {
+                path: repository.root().display().to_string(),
+                base: base_sha,
+                head: head_sha,
+            }
+        }
+        Source::InlineDiff { diff } => {
+            if diff.trim().is_empty() {
+                return Err(SchedulerError::InvalidRequest(
+                    "the diff is empty: there is nothing to review".to_string(),
+                ));
+            }
+            Source::InlineDiff { diff }
+        }
+        remote @ Source::GitRemote { .. } => remote,
+    };
+    let slowest = agents
+        .iter()
+        .map(|agent| agent.timeout)
+        .max()
+        .unwrap_or_default();
+    let deadline = now
+        + chrono::Duration::from_std(slowest + settings.deadline_grace)
+            .map_err(|_| SchedulerError::InvalidRequest("agent timeout is too long".into()))?;
+    Ok(ReviewJob {
+        schema_version: SCHEMA_VERSION,
+        id: new_review_id(now),
+        created_at: now,
+        source,
+        pull_request,
+        round: request.round.unwrap_or(1).max(1),
+        agents,
+        deadline,
+    })
+}
+
+fn validate_agents(agents: &[AgentSpec]) -> Result<(), SchedulerError> {
+    if agents.is_empty() {
+        return Err(SchedulerError::InvalidRequest(
+            "the agent line-up is empty: configure at least one [[agents]] entry".to_string(),
+        ));
+    }
+    let mut names = HashSet::new();
+    for agent in agents {
+        let valid_name = !agent.name.is_empty()
+            && agent
+                .name
+                .chars()
+                .all(|character| character.is_ascii_alphanumeric() || "-_.".contains(character));
+        if !valid_name {
+            return Err(SchedulerError::InvalidRequest(format!(
+                "agent name `{}` must be non-empty and use only letters, digits, `-`, `_` and `.` (it names files and queue messages)",
+                agent.name
+            )));
+        }
+        if !names.insert(agent.name.as_str()) {
+            return Err(SchedulerError::InvalidRequest(format!(
+                "agent name `{}` appears twice in the line-up",
+                agent.name
+            )));
+        }
+        if agent.runner == RunnerKind::Command && agent.command.is_empty() {
+            return Err(SchedulerError::InvalidRequest(format!(
+                "agent `{}` uses the command runner but sets no `command`",
+                agent.name
+            )));
+        }
+        if agent.timeout.is_zero() {
+            return Err(SchedulerError::InvalidRequest(format!(
+                "agent `{}` has a zero timeout",
+                agent.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `20260415-103429-3f2a9c1d`: sortable by time, unique by the random suffix.
+fn new_review_id(now: DateTime<Utc>) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", now.format("%Y%m%d-%H%M%S"), &random[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deep_review_protocol::PullRequestMetadata;
+    use deep_review_transport::{MemoryResultStore, MemoryTaskQueue};
+
+    fn agent(name: &str) -> AgentSpec {
+        AgentSpec {
+            name: name.to_string(),
+            runner: RunnerKind::Builtin,
+            model: None,
+            effort: None,
+            timeout: Duration::from_secs(60),
+            command: vec![],
+            family: None,
+            display_name: None,
+        }
+    }
+
+    fn settings() -> SchedulerSettings {
+        SchedulerSettings {
+            default_agents: vec![agent("builtin")],
+            deadline_grace: Duration::from_secs(30),
+        }
+    }
+
+    fn diff_request(agents: Vec<AgentSpec>) -> ReviewRequest {
+        ReviewRequest {
+            schema_version: SCHEMA_VERSION,
+            source: Source::InlineDiff {
+                diff: "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n".into(),
+            },
+            pull_request: PullRequestMetadata::default(),
+            round: None,
+            agents,
+        }
+    }
+
+    #[tokio::test]
+    async fn submit_stores_manifest_then_publishes_one_task_per_agent() {
+        let queue = MemoryTaskQueue::new(3);
+        let store = MemoryResultStore::new();
+        let scheduler =
+            Scheduler::new(Arc::new(queue.clone()), Arc::new(store.clone()), settings());
+        let job = scheduler
+            .submit(diff_request(vec![agent("a"), agent("b")]))
+            .await
+            .unwrap();
+        assert_eq!(queue.ready_count(), 2);
+        let manifest = store.manifest(&job.id).await.unwrap().unwrap();
+        assert_eq!(manifest.expected_agents, vec!["a", "b"]);
+        assert_eq!(job.deadline - job.created_at, chrono::Duration::seconds(90));
+        assert_eq!(job.round, 1);
+    }
+
+    #[tokio::test]
+    async fn default_line_up_and_validation() {
+        let now = Utc::now();
+        let job = prepare_job(diff_request(vec![]), &settings(), now)
+            .await
+            .unwrap();
+        assert_eq!(job.agents[0].name, "builtin");
+
+        let duplicate = prepare_job(diff_request(vec![agent("a"), agent("a")]), &settings(), now)
+            .await
+            .unwrap_err();
+        assert!(
+            duplicate.to_string().contains("appears twice"),
+            "{duplicate}"
+        );
+
+        let bad_name = prepare_job(diff_request(vec![agent("../x")]), &settings(), now)
+            .await
+            .unwrap_err();
+        assert!(bad_name.to_string().contains("../x"), "{bad_name}");
+
+        let mut command = agent("c");
+        command.runner = RunnerKind::Command;
+        let no_command = prepare_job(diff_request(vec![command]), &settings(), now)
+            .await
+            .unwrap_err();
+        assert!(no_command.to_string().contains("sets no `command`"));
+
+        let mut empty = diff_request(vec![]);
+        empty.source = Source::InlineDiff { diff: " \n".into() };
+        assert!(prepare_job(empty, &settings(), now).await.is_err());
+    }
+
+    #[test]
+    fn review_ids_sort_by_time() {
+        let early = new_review_id("2026-01-01T00:00:00Z".parse().unwrap());
+        let late = new_review_id("2026-01-01T00:00:01Z".parse().unwrap());
+        assert!(early < late);
+        assert_eq!(early.len(), "20260101-000000-".len() + 8);
+    }
+}

@@ -1,0 +1,157 @@
+//! The two seams between deep-review's components: the task queue (scheduler → workers)
+//! and the result store (workers → consolidator).
+//!
+//! Both traits carry the semantics the distributed backends (RabbitMQ, Redis) provide, so the
+//! in-memory implementations here behave the same way: unacknowledged deliveries come back
+//! marked redelivered, poison messages dead-letter after a delivery limit, result writes are
+//! idempotent per agent and "all results in" fires exactly once per review.
+
+mod memory_queue;
+mod memory_store;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deep_review_protocol::{AgentResult, AgentTask, ReviewManifest};
+
+pub use memory_queue::MemoryTaskQueue;
+pub use memory_store::MemoryResultStore;
+pub use tokio_util::sync::CancellationToken;
+
+/// A failure of the queue or store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The backend is closed or unreachable.
+    #[error("{backend} is unavailable: {reason}")]
+    Unavailable {
+        /// Which backend, e.g. "in-memory queue", "RabbitMQ".
+        backend: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A review the caller named is not in the store.
+    #[error("review {0} is not in the result store")]
+    UnknownReview(String),
+    /// A stored record could not be read back.
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it could not be read.
+        reason: String,
+    },
+}
+
+/// Publishes agent tasks and hands them to consumers.
+#[async_trait]
+pub trait TaskQueue: Send + Sync + 'static {
+    /// Publishes `task` durably; returns once the queue has accepted it (publisher confirm).
+    async fn publish(&self, task: &AgentTask) -> Result<(), TransportError>;
+
+    /// Starts a consumer that holds at most `prefetch` unacknowledged deliveries.
+    async fn consume(&self, prefetch: usize) -> Result<Box<dyn TaskConsumer>, TransportError>;
+}
+
+/// A stream of deliveries from a [`TaskQueue`].
+#[async_trait]
+pub trait TaskConsumer: Send {
+    /// The next delivery; `None` when the queue was closed for good.
+    async fn next(&mut self) -> Option<Result<Delivery, TransportError>>;
+}
+
+/// Settles one delivery with the queue.
+#[async_trait]
+pub trait Acknowledger: Send + Sync {
+    /// The task is done; the queue forgets it.
+    async fn ack(self: Box<Self>) -> Result<(), TransportError>;
+    /// The task could not be handled; requeue it or dead-letter it.
+    async fn reject(self: Box<Self>, requeue: bool) -> Result<(), TransportError>;
+}
+
+/// One task handed to a worker. Dropping it unsettled returns it to the queue, as a
+/// broker does when a consumer's channel closes.
+pub struct Delivery {
+    /// The task to run.
+    pub task: AgentTask,
+    /// How many times the task was delivered before this one.
+    pub previous_deliveries: u32,
+    acknowledger: Box<dyn Acknowledger>,
+}
+
+impl Delivery {
+    /// Wraps a task and the backend's way to settle it.
+    pub fn new(
+        task: AgentTask,
+        previous_deliveries: u32,
+        acknowledger: Box<dyn Acknowledger>,
+    ) -> Self {
+        Delivery {
+            task,
+            previous_deliveries,
+            acknowledger,
+        }
+    }
+
+    /// Acknowledges the task as done.
+    pub async fn ack(self) -> Result<(), TransportError> {
+        self.acknowledger.ack().await
+    }
+
+    /// Rejects the task, requeueing it or sending it to the dead letters.
+    pub async fn reject(self, requeue: bool) -> Result<(), TransportError> {
+        self.acknowledger.reject(requeue).await
+    }
+}
+
+/// What storing one agent result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// False when a result of this agent was already stored (a redelivery); the first wins.
+    pub stored: bool,
+    /// True for exactly one write per review: the one that brought in the last expected result.
+    pub completed_review: bool,
+}
+
+/// Where workers put agent results and the consolidator finds complete or overdue reviews.
+#[async_trait]
+pub trait ResultStore: Send + Sync + 'static {
+    /// Records a newly scheduled review: its job, expected agents and deadline.
+    async fn create_review(&self, manifest: &ReviewManifest) -> Result<(), TransportError>;
+
+    /// The manifest of `review_id`, if the store has it.
+    async fn manifest(&self, review_id: &str) -> Result<Option<ReviewManifest>, TransportError>;
+
+    /// Stores `result` for its agent unless one is already stored, and detects completion.
+    async fn put_result(
+        &self,
+        review_id: &str,
+        result: &AgentResult,
+    ) -> Result<StoreOutcome, TransportError>;
+
+    /// All results stored for `review_id`, in no particular order.
+    async fn results(&self, review_id: &str) -> Result<Vec<AgentResult>, TransportError>;
+
+    /// Waits up to `timeout` for a review whose last result came in, and takes it.
+    async fn next_completed(&self, timeout: Duration) -> Result<Option<String>, TransportError>;
+
+    /// Reviews whose deadline is at or before `now` and whose report is not yet published.
+    async fn overdue_reviews(&self, now: DateTime<Utc>) -> Result<Vec<String>, TransportError>;
+
+    /// Claims the right to build and publish the report of `review_id` for `lease`.
+    /// Returns false when another consolidator holds it or the report is already published.
+    async fn claim_consolidation(
+        &self,
+        review_id: &str,
+        lease: Duration,
+    ) -> Result<bool, TransportError>;
+
+    /// Records that the report of `review_id` is published; it is never built again.
+    async fn finish_consolidation(&self, review_id: &str) -> Result<(), TransportError>;
+
+    /// Marks a review cancelled (superseded); workers skip its remaining tasks.
+    async fn cancel_review(&self, review_id: &str) -> Result<(), TransportError>;
+
+    /// Whether `review_id` was cancelled.
+    async fn is_cancelled(&self, review_id: &str) -> Result<bool, TransportError>;
+}

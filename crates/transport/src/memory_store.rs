@@ -1,0 +1,305 @@
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deep_review_protocol::{AgentResult, ReviewManifest};
+use tokio::sync::Notify;
+
+use crate::{ResultStore, StoreOutcome, TransportError};
+
+/// An in-process result store with the same guarantees as the Redis one. For the embedded
+/// mode and unit tests.
+#[derive(Clone, Default)]
+pub struct MemoryResultStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes `next_completed` waiters.
+    completed_signal: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    reviews: HashMap<String, Review>,
+    /// Reviews whose last result came in, oldest first, not yet taken.
+    completed: VecDeque<String>,
+}
+
+struct Review {
+    manifest: ReviewManifest,
+    /// Results by agent name; the first write per agent wins.
+    results: BTreeMap<String, AgentResult>,
+    /// Set once "all results in" fired, so it fires once.
+    completion_fired: bool,
+    cancelled: bool,
+    published: bool,
+    /// Until when a consolidator holds the right to publish.
+    lease_until: Option<Instant>,
+}
+
+impl MemoryResultStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update is a few field writes under the lock; a panic elsewhere cannot leave
+        // a half-written record, so a poisoned lock is still consistent.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl ResultStore for MemoryResultStore {
+    async fn create_review(&self, manifest: &ReviewManifest) -> Result<(), TransportError> {
+        self.lock()
+            .reviews
+            .entry(manifest.job.id.clone())
+            .or_insert_with(|| Review {
+                manifest: manifest.clone(),
+                results: BTreeMap::new(),
+                completion_fired: false,
+                cancelled: false,
+                published: false,
+                lease_until: None,
+            });
+        Ok(())
+    }
+
+    async fn manifest(&self, review_id: &str) -> Result<Option<ReviewManifest>, TransportError> {
+        Ok(self
+            .lock()
+            .reviews
+            .get(review_id)
+            .map(|review| review.manifest.clone()))
+    }
+
+    async fn put_result(
+        &self,
+        review_id: &str,
+        result: &AgentResult,
+    ) -> Result<StoreOutcome, TransportError> {
+        let mut state = self.lock();
+        let review = state
+            .reviews
+            .get_mut(review_id)
+            .ok_or_else(|| TransportError::UnknownReview(review_id.to_string()))?;
+        if review.results.contains_key(&result.agent) {
+            return Ok(StoreOutcome {
+                stored: false,
+                completed_review: false,
+            });
+        }
+        review.results.insert(result.agent.clone(), result.clone());
+        let all_in = review
+            .manifest
+            .expected_agents
+            .iter()
+            .all(|agent| review.results.contains_key(agent));
+        let completed_review = all_in && !review.completion_fired;
+        if completed_review {
+            review.completion_fired = true;
+            state.completed.push_back(review_id.to_string());
+            drop(state);
+            self.shared.completed_signal.notify_waiters();
+        }
+        Ok(StoreOutcome {
+            stored: true,
+            completed_review,
+        })
+    }
+
+    async fn results(&self, review_id: &str) -> Result<Vec<AgentResult>, TransportError> {
+        let state = self.lock();
+        let review = state
+            .reviews
+            .get(review_id)
+            .ok_or_else(|| TransportError::UnknownReview(review_id.to_string()))?;
+        Ok(review.results.values().cloned().collect())
+    }
+
+    async fn next_completed(&self, timeout: Duration) -> Result<Option<String>, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.completed_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(review_id) = self.lock().completed.pop_front() {
+                return Ok(Some(review_id));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn overdue_reviews(&self, now: DateTime<Utc>) -> Result<Vec<String>, TransportError> {
+        let state = self.lock();
+        let mut overdue: Vec<(DateTime<Utc>, String)> = state
+            .reviews
+            .iter()
+            .filter(|(_, review)| {
+                !review.published && !review.cancelled && review.manifest.job.deadline <= now
+            })
+            .map(|(id, review)| (review.manifest.job.deadline, id.clone()))
+            .collect();
+        overdue.sort();
+        Ok(overdue.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn claim_consolidation(
+        &self,
+        review_id: &str,
+        lease: Duration,
+    ) -> Result<bool, TransportError> {
+        let mut state = self.lock();
+        let review = state
+            .reviews
+            .get_mut(review_id)
+            .ok_or_else(|| TransportError::UnknownReview(review_id.to_string()))?;
+        let now = Instant::now();
+        if review.published || review.lease_until.is_some_and(|until| until > now) {
+            return Ok(false);
+        }
+        review.lease_until = Some(now + lease);
+        Ok(true)
+    }
+
+    async fn finish_consolidation(&self, review_id: &str) -> Result<(), TransportError> {
+        let mut state = self.lock();
+        if let Some(review) = state.reviews.get_mut(review_id) {
+            review.published = true;
+            review.lease_until = None;
+        }
+        Ok(())
+    }
+
+    async fn cancel_review(&self, review_id: &str) -> Result<(), TransportError> {
+        if let Some(review) = self.lock().reviews.get_mut(review_id) {
+            review.cancelled = true;
+        }
+        Ok(())
+    }
+
+    async fn is_cancelled(&self, review_id: &str) -> Result<bool, TransportError> {
+        Ok(self
+            .lock()
+            .reviews
+            .get(review_id)
+            .is_some_and(|review| review.cancelled))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deep_review_protocol::{ReviewJob, Source};
+
+    fn manifest(agents: &[&str], deadline: DateTime<Utc>) -> ReviewManifest {
+        ReviewManifest {
+            job: ReviewJob {
+                schema_version: 1,
+                id: "r1".into(),
+                created_at: Utc::now(),
+                source: Source::InlineDiff {
+                    diff: String::new(),
+                },
+                pull_request: Default::default(),
+                round: 1,
+                agents: vec![],
+                deadline,
+            },
+            expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn completion_fires_exactly_once_despite_duplicates() {
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&manifest(
+                &["a", "b"],
+                Utc::now() + chrono::Duration::hours(1),
+            ))
+            .await
+            .unwrap();
+        let first = store
+            .put_result("r1", &AgentResult::new("a"))
+            .await
+            .unwrap();
+        assert!(first.stored && !first.completed_review);
+        let duplicate = store
+            .put_result("r1", &AgentResult::new("a"))
+            .await
+            .unwrap();
+        assert!(!duplicate.stored && !duplicate.completed_review);
+        let last = store
+            .put_result("r1", &AgentResult::new("b"))
+            .await
+            .unwrap();
+        assert!(last.stored && last.completed_review);
+        let again = store
+            .put_result("r1", &AgentResult::new("b"))
+            .await
+            .unwrap();
+        assert!(!again.completed_review);
+        assert_eq!(
+            store
+                .next_completed(Duration::from_millis(10))
+                .await
+                .unwrap(),
+            Some("r1".to_string())
+        );
+        assert_eq!(
+            store
+                .next_completed(Duration::from_millis(10))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.results("r1").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn overdue_until_published_and_claim_is_exclusive() {
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&manifest(&["a"], Utc::now() - chrono::Duration::seconds(1)))
+            .await
+            .unwrap();
+        assert_eq!(store.overdue_reviews(Utc::now()).await.unwrap(), vec!["r1"]);
+        assert!(store
+            .claim_consolidation("r1", Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(!store
+            .claim_consolidation("r1", Duration::from_secs(60))
+            .await
+            .unwrap());
+        store.finish_consolidation("r1").await.unwrap();
+        assert!(store.overdue_reviews(Utc::now()).await.unwrap().is_empty());
+        assert!(!store
+            .claim_consolidation("r1", Duration::from_secs(60))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn unknown_review_is_an_error() {
+        let store = MemoryResultStore::new();
+        let error = store
+            .put_result("nope", &AgentResult::new("a"))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("nope"));
+    }
+}

@@ -1,0 +1,308 @@
+//! The worker: consumes agent tasks, prepares the code under review, runs the agent with
+//! its timeout and stores the result idempotently.
+//!
+//! Workers are stateless. Every outcome of an agent (success, failure, timeout, garbage
+//! output) becomes an `AgentResult`, so a bad agent never blocks a review; only a failure
+//! to store the result sends the task back to the queue.
+
+mod builtin;
+mod change;
+mod command;
+mod runner;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use deep_review_protocol::{AgentResult, AgentStatus, AgentTask, RunnerKind, SeverityCounts};
+use deep_review_transport::{CancellationToken, Delivery, ResultStore, TaskQueue};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+pub use builtin::{BuiltinRunner, BuiltinSettings};
+pub use change::{ChangeError, PreparedChange};
+pub use command::CommandRunner;
+pub use runner::{AgentRunner, RunnerError};
+
+/// What a worker tells observers (a terminal, metrics) about a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProgressEvent {
+    /// The agent started.
+    Started {
+        /// The review.
+        review_id: String,
+        /// The agent.
+        agent: String,
+    },
+    /// The agent's result was stored.
+    Finished {
+        /// The review.
+        review_id: String,
+        /// The agent.
+        agent: String,
+        /// How it ended.
+        status: AgentStatus,
+        /// How long it ran.
+        duration: Duration,
+        /// Its findings by severity.
+        findings: SeverityCounts,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
+}
+
+/// Worker tuning.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Tasks run at once; also the queue prefetch.
+    pub concurrency: usize,
+    /// Where worktrees for agents are created.
+    pub scratch_directory: PathBuf,
+    /// How long in-flight tasks may run after shutdown is requested before they are
+    /// abandoned (and so redelivered to another worker).
+    pub drain_timeout: Duration,
+}
+
+/// The runners a worker can use, by kind.
+#[derive(Clone, Default)]
+pub struct RunnerSet {
+    runners: HashMap<RunnerKind, Arc<dyn AgentRunner>>,
+}
+
+impl RunnerSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces the runner for `kind`.
+    pub fn with(mut self, kind: RunnerKind, runner: Arc<dyn AgentRunner>) -> Self {
+        self.runners.insert(kind, runner);
+        self
+    }
+
+    fn get(&self, kind: RunnerKind) -> Option<&Arc<dyn AgentRunner>> {
+        self.runners.get(&kind)
+    }
+}
+
+/// A stateless consumer of agent tasks.
+pub struct Worker {
+    queue: Arc<dyn TaskQueue>,
+    store: Arc<dyn ResultStore>,
+    runners: RunnerSet,
+    settings: WorkerSettings,
+    progress: Option<mpsc::UnboundedSender<ProgressEvent>>,
+}
+
+impl Worker {
+    /// A worker taking tasks from `queue` and storing results in `store`.
+    pub fn new(
+        queue: Arc<dyn TaskQueue>,
+        store: Arc<dyn ResultStore>,
+        runners: RunnerSet,
+        settings: WorkerSettings,
+    ) -> Self {
+        Worker {
+            queue,
+            store,
+            runners,
+            settings,
+            progress: None,
+        }
+    }
+
+    /// Sends progress events to `sender`.
+    pub fn with_progress(mut self, sender: mpsc::UnboundedSender<ProgressEvent>) -> Self {
+        self.progress = Some(sender);
+        self
+    }
+
+    /// Consumes tasks until `shutdown` is cancelled or the queue ends, then drains.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<(), deep_review_transport::TransportError> {
+        let concurrency = self.settings.concurrency.max(1);
+        let mut consumer = self.queue.consume(concurrency).await?;
+        let worker = Arc::new(self);
+        let mut in_flight = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Err(error) = joined {
+                        tracing::error!(%error, "a task handler panicked; its delivery returns to the queue");
+                    }
+                }
+                delivery = consumer.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        let worker = Arc::clone(&worker);
+                        in_flight.spawn(async move { worker.handle(delivery).await });
+                    }
+                    Some(Err(error)) => {
+                        tracing::error!(%error, "receiving a task failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => break,
+                },
+            }
+        }
+        let drain = async { while in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(worker.settings.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout reached; abandoning in-flight tasks to be redelivered");
+            in_flight.abort_all();
+        }
+        Ok(())
+    }
+
+    /// Runs one delivery to a stored result, then settles it.
+    async fn handle(&self, delivery: Delivery) {
+        let task = delivery.task.clone();
+        let review_id = task.job.id.clone();
+        match self.store.is_cancelled(&review_id).await {
+            Ok(true) => {
+                tracing::info!(review = %review_id, agent = %task.agent.name, "review superseded; skipping task");
+                settle(delivery, true).await;
+                return;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, review = %review_id, "could not check for cancellation; running anyway");
+            }
+        }
+        self.emit(ProgressEvent::Started {
+            review_id: review_id.clone(),
+            agent: task.agent.name.clone(),
+        });
+        let result = self.execute(&task).await;
+        let event = ProgressEvent::Finished {
+            review_id: review_id.clone(),
+            agent: task.agent.name.clone(),
+            status: result.status,
+            duration: Duration::from_millis(result.duration_ms),
+            findings: counts(&result),
+            error: result.error.clone(),
+        };
+        match self.store.put_result(&review_id, &result).await {
+            Ok(outcome) => {
+                if !outcome.stored {
+                    tracing::info!(review = %review_id, agent = %task.agent.name, "result already stored by an earlier delivery; keeping the first");
+                }
+                settle(delivery, true).await;
+                self.emit(event);
+            }
+            Err(error) => {
+                // Not stored means not done: give the task back so it runs again.
+                tracing::error!(%error, review = %review_id, agent = %task.agent.name, "could not store the result; requeueing the task");
+                settle(delivery, false).await;
+            }
+        }
+    }
+
+    /// Runs the agent of `task` and always returns a result describing what happened.
+    pub async fn execute(&self, task: &AgentTask) -> AgentResult {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let agent = &task.agent;
+        let mut result = match self.runners.get(agent.runner) {
+            None => AgentResult::unsuccessful(
+                &agent.name,
+                AgentStatus::Failed,
+                format!(
+                    "this worker has no `{}` runner configured",
+                    agent.runner.as_str()
+                ),
+            ),
+            Some(runner) => {
+                let runner = Arc::clone(runner);
+                let scratch = &self.settings.scratch_directory;
+                let attempt = async {
+                    let change =
+                        PreparedChange::prepare(&task.job, scratch, runner.needs_worktree())
+                            .await
+                            .map_err(|error| {
+                                RunnerError::failed(format!(
+                                    "could not prepare the change: {error}"
+                                ))
+                            })?;
+                    let outcome = runner.run(task, &change).await;
+                    change.cleanup().await;
+                    outcome
+                };
+                match tokio::time::timeout(agent.timeout, attempt).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(error)) => {
+                        let mut result = AgentResult::unsuccessful(
+                            &agent.name,
+                            AgentStatus::Failed,
+                            error.message,
+                        );
+                        result.raw_output = error.raw_output;
+                        result
+                    }
+                    Err(_) => AgentResult::unsuccessful(
+                        &agent.name,
+                        AgentStatus::TimedOut,
+                        format!(
+                            "no result within the {} timeout; the agent was stopped",
+                            humanize(agent.timeout)
+                        ),
+                    ),
+                }
+            }
+        };
+        // The worker, not the agent, is the authority on identity and timing.
+        result.agent = agent.name.clone();
+        result.model = result.model.or_else(|| agent.model.clone());
+        result.effort = result.effort.or_else(|| agent.effort.clone());
+        result.started_at = Some(started_at);
+        result.finished_at = Some(Utc::now());
+        result.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        result
+    }
+
+    fn emit(&self, event: ProgressEvent) {
+        if let Some(progress) = &self.progress {
+            // A closed progress channel only means nobody is watching.
+            let _ignored = progress.send(event);
+        }
+    }
+}
+
+async fn settle(delivery: Delivery, done: bool) {
+    let task_id = delivery.task.task_id.clone();
+    let settled = if done {
+        delivery.ack().await
+    } else {
+        delivery.reject(true).await
+    };
+    if let Err(error) = settled {
+        tracing::warn!(%error, task = %task_id, "could not settle the delivery; the queue will redeliver it");
+    }
+}
+
+fn counts(result: &AgentResult) -> SeverityCounts {
+    let mut counts = SeverityCounts::default();
+    for finding in &result.findings {
+        counts.add(finding.severity);
+    }
+    counts
+}
+
+/// `90s` → `1m 30s`, for messages.
+pub fn humanize(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match (seconds / 60, seconds % 60) {
+        (0, 0) => format!("{}ms", duration.as_millis()),
+        (0, seconds) => format!("{seconds}s"),
+        (minutes, 0) => format!("{minutes}m"),
+        (minutes, seconds) => format!("{minutes}m {seconds}s"),
+    }
+}

@@ -1,0 +1,267 @@
+//! The `review` and `consolidate` subcommands.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use clap::{Args, ValueEnum};
+use deep_review_consolidator::{consolidate as build_report, FilesPublisher, Publisher};
+use deep_review_protocol::{
+    parse_agent_result, parse_json, AgentResult, PullRequestMetadata, Report, ReviewJob,
+    ReviewManifest, ReviewRequest, SeverityCounts, Source, Verdict, SCHEMA_VERSION,
+};
+
+use crate::embedded;
+use crate::settings::Settings;
+
+/// Exit code when `--fail-on` matches the verdict (1 is an error, 2 a usage error).
+const VERDICT_EXIT_CODE: u8 = 3;
+
+/// Which verdicts make the command fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Exit 3 when the verdict is Rework.
+    Rework,
+    /// Exit 3 when the verdict is Rework or Merge with fixes.
+    Fixes,
+}
+
+/// `deep-review review`.
+#[derive(Debug, Args)]
+pub struct ReviewArguments {
+    /// The git repository to review.
+    #[arg(long, default_value = ".", value_name = "PATH")]
+    repo: PathBuf,
+    /// Base revision: the review covers what `--head` adds since its merge base with this.
+    #[arg(long, default_value = "HEAD~1", value_name = "REV")]
+    base: String,
+    /// Head revision: the commit reviewed.
+    #[arg(long, default_value = "HEAD", value_name = "REV")]
+    head: String,
+    /// Review a unified diff from FILE (`-` for stdin) instead of a repository.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "head"])]
+    diff: Option<PathBuf>,
+    /// Directory for report.md, report.html, report.json and agents/.
+    #[arg(long, default_value = "deep-review-report", value_name = "DIR")]
+    out: PathBuf,
+    /// Run only these configured agents (repeatable).
+    #[arg(long = "agent", value_name = "NAME")]
+    agents: Vec<String>,
+    /// Title for the report (default: the head commit's subject).
+    #[arg(long)]
+    title: Option<String>,
+    /// Exit with code 3 when the verdict is this bad.
+    #[arg(long, value_enum, value_name = "VERDICT")]
+    fail_on: Option<FailOn>,
+    /// Do not show live progress.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `deep-review consolidate`.
+#[derive(Debug, Args)]
+pub struct ConsolidateArguments {
+    /// Directory of agent results, one `<agent>.json` per agent.
+    #[arg(long, value_name = "DIR")]
+    agents_dir: PathBuf,
+    /// Directory for the rebuilt report.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The review job (`review.json`); default: the one beside the agents directory, if any.
+    #[arg(long, value_name = "FILE")]
+    job: Option<PathBuf>,
+    /// Exit with code 3 when the verdict is this bad.
+    #[arg(long, value_enum, value_name = "VERDICT")]
+    fail_on: Option<FailOn>,
+}
+
+/// Runs an embedded review.
+pub async fn review(settings: &Settings, arguments: ReviewArguments) -> anyhow::Result<ExitCode> {
+    let agents = if arguments.agents.is_empty() {
+        settings.agents.clone()
+    } else {
+        let mut selected = Vec::new();
+        for name in &arguments.agents {
+            match settings.agents.iter().find(|agent| &agent.name == name) {
+                Some(agent) => selected.push(agent.clone()),
+                None => {
+                    let known: Vec<&str> = settings
+                        .agents
+                        .iter()
+                        .map(|agent| agent.name.as_str())
+                        .collect();
+                    bail!(
+                        "no agent named `{name}` is configured (configured: {})",
+                        known.join(", ")
+                    );
+                }
+            }
+        }
+        selected
+    };
+    let source = match &arguments.diff {
+        Some(path) => Source::InlineDiff {
+            diff: read_diff(path)?,
+        },
+        None => Source::LocalRepo {
+            path: arguments.repo.display().to_string(),
+            base: arguments.base.clone(),
+            head: arguments.head.clone(),
+        },
+    };
+    let request = ReviewRequest {
+        schema_version: SCHEMA_VERSION,
+        source,
+        pull_request: PullRequestMetadata {
+            title: arguments.title.clone(),
+            ..PullRequestMetadata::default()
+        },
+        round: None,
+        agents,
+    };
+    let report = embedded::review(settings, request, &arguments.out, !arguments.quiet).await?;
+    summarise(&report, &arguments.out, settings);
+    Ok(exit_code(&report, arguments.fail_on))
+}
+
+/// Rebuilds a report from saved agent results.
+pub async fn consolidate(
+    settings: &Settings,
+    arguments: ConsolidateArguments,
+) -> anyhow::Result<ExitCode> {
+    let results = read_agent_results(&arguments.agents_dir)?;
+    let job_path = arguments.job.clone().or_else(|| {
+        let beside = arguments.agents_dir.parent()?.join("review.json");
+        beside.is_file().then_some(beside)
+    });
+    let manifest = match job_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let job: ReviewJob = parse_json("review job", &text)
+                .with_context(|| format!("in {}", path.display()))?;
+            ReviewManifest::for_job(&job)
+        }
+        None => synthesised_manifest(&results),
+    };
+    let report = build_report(&manifest, results, &settings.consolidation, Utc::now());
+    FilesPublisher::into_directory(&arguments.out, settings.output.formats.clone())
+        .publish(&manifest, &report)
+        .await?;
+    summarise(&report, &arguments.out, settings);
+    Ok(exit_code(&report, arguments.fail_on))
+}
+
+fn read_diff(path: &Path) -> anyhow::Result<String> {
+    let mut diff = String::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut diff)
+            .context("reading the diff from standard input")?;
+    } else {
+        diff = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the diff {}", path.display()))?;
+    }
+    Ok(diff)
+}
+
+/// Every `*.json` in `directory`, parsed strictly; the first bad file stops the command
+/// with its name and the failing field, so no agent silently goes missing.
+fn read_agent_results(directory: &Path) -> anyhow::Result<Vec<AgentResult>> {
+    let entries = std::fs::read_dir(directory)
+        .with_context(|| format!("reading the agents directory {}", directory.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("{} holds no agent results (*.json)", directory.display());
+    }
+    let mut results: Vec<AgentResult> = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let result = parse_agent_result(&text)
+            .with_context(|| format!("{} is not a valid agent result", path.display()))?;
+        if let Some(earlier) = results.iter().find(|earlier| earlier.agent == result.agent) {
+            bail!(
+                "{} repeats agent `{}`, already read from another file",
+                path.display(),
+                earlier.agent
+            );
+        }
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// A job for results that came without one: every result's agent was expected.
+fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
+    let now = Utc::now();
+    let created_at = results
+        .iter()
+        .filter_map(|result| result.started_at)
+        .min()
+        .unwrap_or(now);
+    let job = ReviewJob {
+        schema_version: SCHEMA_VERSION,
+        id: format!("consolidated-{}", now.format("%Y%m%d-%H%M%S")),
+        created_at,
+        source: Source::InlineDiff {
+            diff: String::new(),
+        },
+        pull_request: PullRequestMetadata::default(),
+        round: 1,
+        agents: Vec::new(),
+        deadline: now,
+    };
+    ReviewManifest {
+        expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
+        job,
+    }
+}
+
+fn summarise(report: &Report, out: &Path, settings: &Settings) {
+    println!(
+        "Verdict: {} — {}",
+        report.verdict.verdict.label(),
+        report.verdict.reason
+    );
+    let mut counts = SeverityCounts::default();
+    for finding in &report.findings {
+        counts.add(finding.severity);
+    }
+    println!(
+        "Findings: {} critical, {} important, {} suggestions",
+        counts.critical, counts.important, counts.suggestion
+    );
+    for failed in &report.failed_agents {
+        println!("Agent {} did not complete: {}", failed.agent, failed.reason);
+    }
+    let files: Vec<String> = settings
+        .output
+        .formats
+        .iter()
+        .map(|format| out.join(format.file_name()).display().to_string())
+        .collect();
+    println!("Report: {}", files.join(", "));
+}
+
+fn exit_code(report: &Report, fail_on: Option<FailOn>) -> ExitCode {
+    let failing = match (fail_on, report.verdict.verdict) {
+        (Some(FailOn::Rework), Verdict::Rework) => true,
+        (Some(FailOn::Fixes), Verdict::Rework | Verdict::MergeWithFixes) => true,
+        _ => false,
+    };
+    if failing {
+        ExitCode::from(VERDICT_EXIT_CODE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,122 @@
+//! The embedded mode: scheduler, workers and consolidator in one process over the
+//! in-memory queue and store. No services, no keys.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use deep_review_consolidator::{Consolidator, ConsolidatorSettings, FilesPublisher, Publisher};
+use deep_review_protocol::{Report, ReviewRequest, RunnerKind};
+use deep_review_scheduler::{Scheduler, SchedulerSettings};
+use deep_review_transport::{CancellationToken, MemoryResultStore, MemoryTaskQueue};
+use deep_review_worker::{BuiltinRunner, CommandRunner, RunnerSet, Worker, WorkerSettings};
+use tokio::sync::mpsc;
+
+use crate::progress::Progress;
+use crate::settings::Settings;
+
+/// The runners available in this build, configured from `settings`.
+pub fn runners(settings: &Settings) -> RunnerSet {
+    RunnerSet::new()
+        .with(
+            RunnerKind::Builtin,
+            Arc::new(BuiltinRunner::new(settings.builtin.clone())),
+        )
+        .with(RunnerKind::Command, Arc::new(CommandRunner::new()))
+}
+
+/// Runs one review end to end and writes its files to `out`.
+pub async fn review(
+    settings: &Settings,
+    request: ReviewRequest,
+    out: &Path,
+    show_progress: bool,
+) -> anyhow::Result<Report> {
+    let queue = MemoryTaskQueue::new(settings.review.delivery_limit);
+    let store = MemoryResultStore::new();
+    let scheduler = Scheduler::new(
+        Arc::new(queue.clone()),
+        Arc::new(store.clone()),
+        SchedulerSettings {
+            default_agents: settings.agents.clone(),
+            deadline_grace: settings.review.deadline_grace,
+        },
+    );
+    let job = scheduler
+        .submit(request)
+        .await
+        .context("could not start the review")?;
+    let shutdown = CancellationToken::new();
+
+    let (progress_sender, mut progress_events) = mpsc::unbounded_channel();
+    let worker = Worker::new(
+        Arc::new(queue.clone()),
+        Arc::new(store.clone()),
+        runners(settings),
+        WorkerSettings {
+            concurrency: settings.review.concurrency,
+            scratch_directory: settings.scratch_directory(),
+            drain_timeout: Duration::from_secs(5),
+        },
+    )
+    .with_progress(progress_sender);
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+
+    let publisher: Arc<dyn Publisher> = Arc::new(FilesPublisher::into_directory(
+        out,
+        settings.output.formats.clone(),
+    ));
+    let consolidator = Consolidator::new(
+        Arc::new(store.clone()),
+        vec![publisher],
+        ConsolidatorSettings {
+            consolidation: settings.consolidation.clone(),
+            lease: Duration::from_secs(300),
+            sweep_interval: Duration::from_millis(250),
+        },
+    );
+    let (report_sender, mut reports) = mpsc::unbounded_channel();
+    let consolidator_shutdown = shutdown.clone();
+    let consolidator_task = tokio::spawn(async move {
+        consolidator
+            .run(consolidator_shutdown, Some(report_sender))
+            .await
+    });
+
+    let agent_names: Vec<String> = job.agents.iter().map(|agent| agent.name.clone()).collect();
+    let mut progress = show_progress.then(|| Progress::new(&agent_names));
+    let outcome = loop {
+        tokio::select! {
+            Some(event) = progress_events.recv() => {
+                if let Some(progress) = progress.as_mut() {
+                    progress.show(&event);
+                }
+            }
+            report = reports.recv() => match report {
+                Some(report) if report.review_id == job.id => break Ok(report),
+                Some(_) => {}
+                None => break Err(anyhow!("the consolidator stopped before writing the report")),
+            },
+            _ = tokio::signal::ctrl_c() => break Err(anyhow!("interrupted; no report was written")),
+        }
+    };
+    // Drain progress that raced with the report so every agent's line is shown.
+    while let Ok(event) = progress_events.try_recv() {
+        if let Some(progress) = progress.as_mut() {
+            progress.show(&event);
+        }
+    }
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    shutdown.cancel();
+    queue.close();
+    if let Ok(Err(error)) = worker_task.await {
+        tracing::warn!(%error, "worker stopped with an error");
+    }
+    if let Ok(Err(error)) = consolidator_task.await {
+        tracing::warn!(%error, "consolidator stopped with an error");
+    }
+    outcome
+}

@@ -1,0 +1,124 @@
+//! `deep-review`: multi-agent code review. This binary only parses the command line and
+//! wires the library crates together.
+
+mod commands;
+mod embedded;
+mod progress;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Several independent AI reviewers, one consolidated report.
+#[derive(Debug, Parser)]
+#[command(name = "deep-review", version, about)]
+struct Cli {
+    /// Configuration file (default: ./deep-review.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log filter, e.g. `info` or `deep_review_worker=debug` (RUST_LOG also works).
+    #[arg(long, global = true, default_value = "warn", value_name = "FILTER")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Review a local change (or a diff) in this process and write the report.
+    Review(commands::ReviewArguments),
+    /// Rebuild a report from saved agent results (`agents/<agent>.json`).
+    Consolidate(commands::ConsolidateArguments),
+    /// Print the JSON Schema of a protocol type.
+    Schema {
+        /// Which type.
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    /// What agents and tools write: one agent's result.
+    AgentResult,
+    /// The consolidated report (`report.json`).
+    Report,
+    /// What a `command` agent reads on stdin.
+    AgentTask,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print the merged configuration (defaults, file, environment), secrets redacted.
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Schema { kind } => {
+            let schema = match kind {
+                SchemaKind::AgentResult => deep_review_protocol::agent_result_schema(),
+                SchemaKind::Report => deep_review_protocol::report_schema(),
+                SchemaKind::AgentTask => deep_review_protocol::agent_task_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            action: ConfigAction::Show,
+        } => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            print!("{}", settings.to_redacted_toml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Review(arguments) => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            commands::review(&settings, arguments).await
+        }
+        Command::Consolidate(arguments) => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            commands::consolidate(&settings, arguments).await
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

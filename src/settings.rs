@@ -1,0 +1,216 @@
+//! Configuration: defaults, then `deep-review.toml` (or `--config`), then `DEEP_REVIEW_…`
+//! environment variables (`__` separates levels: `DEEP_REVIEW_REVIEW__CONCURRENCY=8`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use deep_review_consolidator::{ConsolidationSettings, OutputFormat};
+use deep_review_protocol::{AgentSpec, RunnerKind};
+use deep_review_worker::BuiltinSettings;
+use serde::{Deserialize, Serialize};
+
+/// The file read from the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "deep-review.toml";
+
+/// Everything configurable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The agent line-up: one task per agent per review.
+    pub agents: Vec<AgentSpec>,
+    /// How reviews run.
+    pub review: ReviewSettings,
+    /// What the report is written as.
+    pub output: OutputSettings,
+    /// Rules of the builtin reviewer.
+    pub builtin: BuiltinSettings,
+    /// How findings merge and the verdict is decided.
+    pub consolidation: ConsolidationSettings,
+}
+
+/// How reviews run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// Agents run at once by a worker.
+    pub concurrency: usize,
+    /// Extra time past the slowest agent's timeout before a partial report is written.
+    #[serde(with = "humantime_serde")]
+    pub deadline_grace: Duration,
+    /// Deliveries of one task before it is dead-lettered as poison.
+    pub delivery_limit: u32,
+    /// Where agent worktrees are created; the system temp directory when empty.
+    pub scratch_directory: String,
+}
+
+/// Report output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    /// Formats written; `report.json` is what `consolidate` and other tools read.
+    pub formats: Vec<OutputFormat>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            agents: vec![AgentSpec {
+                name: "builtin".to_string(),
+                runner: RunnerKind::Builtin,
+                model: None,
+                effort: None,
+                timeout: Duration::from_secs(120),
+                command: Vec::new(),
+                family: None,
+                display_name: Some("Builtin static reviewer".to_string()),
+            }],
+            review: ReviewSettings {
+                concurrency: 4,
+                deadline_grace: Duration::from_secs(30),
+                delivery_limit: 5,
+                scratch_directory: String::new(),
+            },
+            output: OutputSettings {
+                formats: OutputFormat::ALL.to_vec(),
+            },
+            builtin: BuiltinSettings::default(),
+            consolidation: ConsolidationSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the layered configuration. `explicit` must exist; the default file may not.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<Settings> {
+        let defaults = config::Config::try_from(&Settings::default())
+            .context("encoding the default configuration")?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        match explicit {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("configuration file {} does not exist", path.display());
+                }
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            }
+            None => {
+                builder = builder.add_source(
+                    config::File::with_name(DEFAULT_CONFIG_FILE)
+                        .format(config::FileFormat::Toml)
+                        .required(false),
+                );
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("DEEP_REVIEW")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let source = explicit.map_or_else(
+            || format!("{DEFAULT_CONFIG_FILE} (if present) and DEEP_REVIEW_* variables"),
+            |path| format!("{} and DEEP_REVIEW_* variables", path.display()),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|merged| merged.try_deserialize())
+            .with_context(|| format!("invalid configuration in {source}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.review.concurrency == 0 {
+            bail!("invalid configuration: review.concurrency must be at least 1");
+        }
+        if self.output.formats.is_empty() {
+            bail!("invalid configuration: output.formats must name at least one of markdown, html, json");
+        }
+        Ok(())
+    }
+
+    /// Where worktrees go.
+    pub fn scratch_directory(&self) -> PathBuf {
+        if self.review.scratch_directory.is_empty() {
+            std::env::temp_dir().join("deep-review")
+        } else {
+            PathBuf::from(&self.review.scratch_directory)
+        }
+    }
+
+    /// The merged configuration as TOML, with anything secret-looking redacted.
+    pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
+        let mut value = toml::Value::try_from(self).context("encoding the configuration")?;
+        redact(&mut value, None);
+        toml::to_string_pretty(&value).context("encoding the configuration")
+    }
+}
+
+/// Replaces values whose key names a secret (token, password, secret, private or API key),
+/// and command arguments that carry one inline (`--api-key=…`).
+fn redact(value: &mut toml::Value, key: Option<&str>) {
+    let secret_key = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        !key.ends_with("_env")
+            && [
+                "token",
+                "password",
+                "secret",
+                "api_key",
+                "apikey",
+                "private_key",
+            ]
+            .iter()
+            .any(|word| key.contains(word))
+    };
+    match value {
+        toml::Value::Table(table) => {
+            for (name, child) in table.iter_mut() {
+                redact(child, Some(name));
+            }
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                redact(item, key);
+            }
+        }
+        toml::Value::String(text) => {
+            if key.is_some_and(secret_key) && !text.is_empty() {
+                *text = "<redacted>".to_string();
+            } else if let Some((name, _)) = text.split_once('=') {
+                if name.starts_with('-')
+                    && secret_key(name.trim_start_matches('-').replace('-', "_").as_str())
+                {
+                    *text = format!("{name}=<redacted>");
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = Settings::default().to_redacted_toml().unwrap();
+        let parsed: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut value: toml::Value = toml::from_str(
+            "github_token = 'abc'\napi_key_env = 'ANTHROPIC_API_KEY'\n[[agents]]\ncommand = ['tool', '--api-key=xyz', '--verbose']\n",
+        )
+        .unwrap();
+        redact(&mut value, None);
+        let text = value.to_string();
+        assert!(!text.contains("abc") && !text.contains("xyz"), "{text}");
+        assert!(text.contains("ANTHROPIC_API_KEY"), "{text}");
+        assert!(text.contains("--verbose"), "{text}");
+    }
+}
