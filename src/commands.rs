@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use deep_review_consolidator::{consolidate as build_report, FilesPublisher, Publisher};
+use deep_review_git::Repository;
 use deep_review_protocol::{
     parse_agent_result, parse_json, AgentResult, PullRequestMetadata, Report, ReviewJob,
     ReviewManifest, ReviewRequest, SeverityCounts, Source, Verdict, SCHEMA_VERSION,
@@ -34,9 +35,10 @@ pub struct ReviewArguments {
     /// The git repository to review.
     #[arg(long, default_value = ".", value_name = "PATH")]
     repo: PathBuf,
-    /// Base revision: the review covers what `--head` adds since its merge base with this.
-    #[arg(long, default_value = "HEAD~1", value_name = "REV")]
-    base: String,
+    /// Base revision: the review covers what `--head` adds since its merge base with this
+    /// (default: the head's parent, or nothing for a root commit).
+    #[arg(long, value_name = "REV")]
+    base: Option<String>,
     /// Head revision: the commit reviewed.
     #[arg(long, default_value = "HEAD", value_name = "REV")]
     head: String,
@@ -105,11 +107,22 @@ pub async fn review(settings: &Settings, arguments: ReviewArguments) -> anyhow::
         Some(path) => Source::InlineDiff {
             diff: read_diff(path)?,
         },
-        None => Source::LocalRepo {
-            path: arguments.repo.display().to_string(),
-            base: arguments.base.clone(),
-            head: arguments.head.clone(),
-        },
+        None => {
+            let base = match &arguments.base {
+                Some(base) => base.clone(),
+                None => {
+                    Repository::open(&arguments.repo)
+                        .await?
+                        .parent_or_empty_tree(&arguments.head)
+                        .await?
+                }
+            };
+            Source::LocalRepo {
+                path: arguments.repo.display().to_string(),
+                base,
+                head: arguments.head.clone(),
+            }
+        }
     };
     let request = ReviewRequest {
         schema_version: SCHEMA_VERSION,

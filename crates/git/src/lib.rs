@@ -10,4 +10,4 @@ mod repository;
 
 pub use diff::{parse_unified_diff, ChangeKind, DiffLine, FileDiff, Hunk, LineKind};
 pub use paths::is_test_path;
-pub use repository::{GitError, Repository, Worktree};
+pub use repository::{GitError, Repository, Worktree, EMPTY_TREE};

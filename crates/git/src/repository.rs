@@ -39,6 +39,9 @@ pub enum GitError {
     },
 }
 
+/// Git's empty tree: the base that makes a root commit's diff show all its files.
+pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
 /// A local git repository, addressed by its top-level directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
@@ -85,8 +88,11 @@ impl Repository {
             .unwrap_or_else(|| self.root.display().to_string())
     }
 
-    /// The full SHA of the commit `revision` names.
+    /// The full SHA of the commit `revision` names ([`EMPTY_TREE`] stands for itself).
     pub async fn resolve(&self, revision: &str) -> Result<String, GitError> {
+        if revision == EMPTY_TREE {
+            return Ok(EMPTY_TREE.to_string());
+        }
         let spec = format!("{revision}^{{commit}}");
         let output = git_command(&self.root)
             .args([
@@ -109,9 +115,23 @@ impl Repository {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
+    /// The parent of `revision`, or [`EMPTY_TREE`] when it is a root commit.
+    pub async fn parent_or_empty_tree(&self, revision: &str) -> Result<String, GitError> {
+        let head = self.resolve(revision).await?;
+        match self.resolve(&format!("{head}~1")).await {
+            Ok(parent) => Ok(parent),
+            Err(GitError::UnknownRevision { .. }) => Ok(EMPTY_TREE.to_string()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Commits reachable from `head` but not `base`, oldest first, as (sha, subject).
     pub async fn commits(&self, base: &str, head: &str) -> Result<Vec<(String, String)>, GitError> {
-        let range = format!("{base}..{head}");
+        let range = if base == EMPTY_TREE {
+            head.to_string()
+        } else {
+            format!("{base}..{head}")
+        };
         let text = self
             .run(&["log", "--reverse", "--format=%H%x1f%s", &range, "--"])
             .await?;
@@ -148,17 +168,22 @@ impl Repository {
     /// The change from the merge base of `base` and `head` to `head`, as a pull request
     /// shows it, with renames detected.
     pub async fn diff(&self, base: &str, head: &str) -> Result<String, GitError> {
-        let range = format!("{base}...{head}");
-        self.run(&[
+        let mut arguments = vec![
             "diff",
             "--no-color",
             "--no-ext-diff",
             "--find-renames",
             "--unified=3",
-            &range,
-            "--",
-        ])
-        .await
+        ];
+        // The empty tree has no merge base with anything; diff against it directly.
+        let range = format!("{base}...{head}");
+        if base == EMPTY_TREE {
+            arguments.extend([base, head]);
+        } else {
+            arguments.push(&range);
+        }
+        arguments.push("--");
+        self.run(&arguments).await
     }
 
     /// The content of `path` at `revision`, or `None` when it does not exist there.
@@ -331,7 +356,26 @@ mod tests {
         git(root, &["commit", "-q", "-am", "second"]).await;
 
         let repository = Repository::open(root).await.unwrap();
+        let root_commit = repository.resolve("HEAD~1").await.unwrap();
+        assert_eq!(
+            repository.parent_or_empty_tree(&root_commit).await.unwrap(),
+            EMPTY_TREE
+        );
+        let from_nothing = repository.diff(EMPTY_TREE, &root_commit).await.unwrap();
+        assert!(from_nothing.contains("new file mode"), "{from_nothing}");
+        assert_eq!(
+            repository
+                .commits(EMPTY_TREE, &root_commit)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         let head = repository.resolve("HEAD").await.unwrap();
+        assert_eq!(
+            repository.parent_or_empty_tree("HEAD").await.unwrap(),
+            root_commit
+        );
         let base = repository.resolve("HEAD~1").await.unwrap();
         assert_eq!(head.len(), 40);
         let commits = repository.commits(&base, &head).await.unwrap();

@@ -89,11 +89,17 @@ impl BuiltinRunner {
             }
             let under_review =
                 FileUnderReview::new(file, head_files.get(&path).map(String::as_str));
-            if under_review.is_test {
+            // Rust keeps unit tests beside the code, so a file can change both.
+            let (test_lines, product_lines): (Vec<u32>, Vec<u32>) = file
+                .added_lines()
+                .map(|(line, _)| line)
+                .partition(|line| under_review.in_test_code(*line));
+            if !test_lines.is_empty() {
                 changed_test_files += 1;
-            } else if under_review.language.is_source() && file.added_lines().next().is_some() {
-                if let Some((line, _)) = file.added_lines().next() {
-                    changed_source_files.push((path.clone(), line));
+            }
+            if under_review.language.is_source() {
+                if let Some(first) = product_lines.first() {
+                    changed_source_files.push((path.clone(), *first));
                 }
             }
             let hits = rules::check(&under_review, &self.settings);
@@ -290,6 +296,19 @@ mod tests {
             .expect("untested change reported");
         assert_eq!(finding.locations[0].to_string(), "src/app.py:2");
         assert_eq!(untested.testing_gaps.len(), 1);
+
+        let rust_with_unit_test = BuiltinRunner::default().review(
+            "builtin",
+            &parse_unified_diff(
+                "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,2 +1,4 @@\n fn a() {}\n+fn b() {}\n #[cfg(test)]\n+fn t() { b() }\n",
+            ),
+            &BTreeMap::new(),
+        );
+        assert!(
+            rust_with_unit_test.findings.is_empty(),
+            "{:#?}",
+            rust_with_unit_test.findings
+        );
 
         let tested = review(
             "--- a/src/app.py\n+++ b/src/app.py\n@@ -1,1 +1,2 @@\n x = 1\n+y = 2\n\

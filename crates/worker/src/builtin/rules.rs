@@ -150,7 +150,8 @@ impl<'a> FileUnderReview<'a> {
         }
     }
 
-    fn in_test_code(&self, line: u32) -> bool {
+    /// Whether head-side `line` is test code: a test file, or Rust's test module.
+    pub(crate) fn in_test_code(&self, line: u32) -> bool {
         self.is_test || self.test_module_from.is_some_and(|from| line >= from)
     }
 
@@ -320,8 +321,9 @@ pub(crate) fn check(file: &FileUnderReview<'_>, settings: &BuiltinSettings) -> V
             let text = line.text;
             let excerpt = || text.trim_end().to_string();
 
+            let in_test_code = file.in_test_code(line.number);
             if let Some(masked) = secret_in(text) {
-                let severity = if file.is_test {
+                let severity = if in_test_code {
                     Severity::Important
                 } else {
                     Severity::Critical
@@ -330,7 +332,7 @@ pub(crate) fn check(file: &FileUnderReview<'_>, settings: &BuiltinSettings) -> V
                 continue;
             }
             if let Some(masked) = credential_assignment_in(text) {
-                if !file.is_test {
+                if !in_test_code {
                     hit(
                         &HARD_CODED_CREDENTIAL,
                         Severity::Important,
@@ -353,7 +355,13 @@ pub(crate) fn check(file: &FileUnderReview<'_>, settings: &BuiltinSettings) -> V
             if settings.report_todos && has_trailing_todo(text, file.language) {
                 hit(&TODO, Severity::Suggestion, line.number, excerpt());
             }
-            if let Some((rule, severity, end_line)) = swallowed_error(file, hunk, index) {
+            // Tests swallow errors on purpose (asserting failure paths); judge only product code.
+            let swallowed = if in_test_code {
+                None
+            } else {
+                swallowed_error(file, hunk, index)
+            };
+            if let Some((rule, severity, end_line)) = swallowed {
                 let excerpt = hunk
                     .iter()
                     .filter(|other| other.number >= line.number && other.number <= end_line)
@@ -380,12 +388,12 @@ pub(crate) fn check(file: &FileUnderReview<'_>, settings: &BuiltinSettings) -> V
                     line.number,
                     excerpt(),
                 );
-            } else if !file.in_test_code(line.number) && is_debug_print(text, file.language) {
+            } else if !in_test_code && is_debug_print(text, file.language) {
                 hit(&DEBUG_PRINT, Severity::Suggestion, line.number, excerpt());
             }
             if settings.report_unwrap
                 && file.language == Language::Rust
-                && !file.in_test_code(line.number)
+                && !in_test_code
                 && has_unwrap(text)
             {
                 hit(&UNWRAP, Severity::Suggestion, line.number, excerpt());
@@ -439,11 +447,14 @@ fn is_conflict_marker(text: &str, has_conflict_start: bool) -> bool {
         || (has_conflict_start && text == "=======")
 }
 
-static TODO_MARKER: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"\b(TODO|FIXME|XXX|HACK)\b").ok());
+/// A marker that opens the comment (`// TODO …`) or is tagged (`TODO:`, `FIXME(name)`);
+/// prose that merely mentions the word (`/// Report added TODO comments`) is not one.
+static TODO_MARKER: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"^(//+!?|#+|/?\*+|<!--|--)?\s*(TODO|FIXME|XXX|HACK)\b(?:[^/]|$)|\b(TODO|FIXME|XXX|HACK)(:|\()").ok()
+});
 
 fn has_todo(text: &str) -> bool {
-    matches(&TODO_MARKER, text)
+    matches(&TODO_MARKER, text.trim_start())
 }
 
 /// A TODO in a comment that trails code on the same line.
@@ -455,7 +466,7 @@ fn has_trailing_todo(text: &str, language: Language) -> bool {
             None
         }
     });
-    comment_start.is_some_and(|start| has_todo(&text[start..]))
+    comment_start.is_some_and(|start| has_todo(text[start..].trim_start_matches(' ')))
 }
 
 static PYTHON_EXCEPT: LazyLock<Option<Regex>> =
@@ -518,14 +529,14 @@ fn swallowed_error(
                 let rest = captures.get(1).map_or("", |rest| rest.as_str()).trim();
                 if let Some(after_brace) = rest.strip_prefix('{') {
                     let (body, end) = brace_body(hunk, index, after_brace)?;
-                    return classify_body(&body, end, true);
+                    return classify_body(&body, end, false);
                 }
                 let expression = rest.trim_end_matches(',').trim();
-                return classify_body(&[expression], hunk[index].number, true);
+                return classify_body(&[expression], hunk[index].number, false);
             }
             if matches(&RUST_IF_LET_ERR, text) {
                 let (body, end) = brace_body(hunk, index, "")?;
-                return classify_body(&body, end, true);
+                return classify_body(&body, end, false);
             }
             None
         }
@@ -533,12 +544,14 @@ fn swallowed_error(
     }
 }
 
-/// Empty handler → important. Log-only handler → important where errors are values
-/// (`errors_are_values`: Go, Rust), suggestion where exceptions are often handled higher up.
+/// Empty handler → important. Log-only handler → important where execution goes on with
+/// the failed call's zero value (`continues_with_invalid_value`: Go's `if err != nil`),
+/// suggestion elsewhere: a Rust `Err` arm or an exception handler that logs has no value
+/// to misuse afterwards and is often a deliberate best-effort choice.
 fn classify_body(
     body: &[&str],
     end: u32,
-    errors_are_values: bool,
+    continues_with_invalid_value: bool,
 ) -> Option<(&'static Rule, Severity, u32)> {
     let statements: Vec<&str> = body
         .iter()
@@ -556,7 +569,7 @@ fn classify_body(
     }
     let only_logs = statements.iter().all(|line| matches(&LOG_CALL, line));
     if only_logs {
-        let severity = if errors_are_values {
+        let severity = if continues_with_invalid_value {
             Severity::Important
         } else {
             Severity::Suggestion
@@ -733,6 +746,20 @@ mod tests {
     }
 
     #[test]
+    fn rust_test_modules_count_as_test_code() {
+        let found = hits_with_context(
+            "src/lib.rs",
+            &["#[cfg(test)]", "mod tests {"],
+            &[
+                "    const KEY: &str = \"AKIAQWERTYUIOPASDFGH\";",
+                "    match f() { Err(_) => {} _ => {} }",
+            ],
+            &["}"],
+        );
+        assert_eq!(found, vec![("secret", Severity::Important, 3)]);
+    }
+
+    #[test]
     fn credential_assignments_skip_placeholders() {
         assert_eq!(
             hits("app/settings.py", &["password = 'hunter2hunter2'"]),
@@ -899,7 +926,7 @@ mod tests {
                     "}"
                 ]
             ),
-            vec![("error-logged-not-returned", Severity::Important, 4)]
+            vec![("error-logged-not-returned", Severity::Suggestion, 4)]
         );
         assert_eq!(
             hits("src/a.rs", &["    Err(_) => {}"]),
@@ -988,6 +1015,16 @@ mod tests {
         );
         assert!(hits("src/a.rs", &["let label = \"TODO list\";"]).is_empty());
         assert!(hits("src/a.rs", &["// to do: nothing"]).is_empty());
+        assert!(hits("src/a.rs", &["/// Report added TODO/FIXME comments."]).is_empty());
+        assert!(hits("src/a.rs", &["//! | TODO/FIXME added | suggestion |"]).is_empty());
+        assert_eq!(
+            hits("src/a.rs", &["// see below. TODO(ana): split"]),
+            vec![("todo", Severity::Suggestion, 2)]
+        );
+        assert_eq!(
+            hits("src/a.rs", &["/// FIXME"]),
+            vec![("todo", Severity::Suggestion, 2)]
+        );
     }
 
     #[test]
