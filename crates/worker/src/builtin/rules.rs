@@ -459,14 +459,26 @@ fn has_todo(text: &str) -> bool {
 
 /// A TODO in a comment that trails code on the same line.
 fn has_trailing_todo(text: &str, language: Language) -> bool {
-    let comment_start = text.find("//").or_else(|| {
-        if language.hash_comments() {
-            text.find(" #")
-        } else {
-            None
+    let marker = if language.hash_comments() { " #" } else { "//" };
+    trailing_comment_start(text, marker)
+        .is_some_and(|start| has_todo(text[start..].trim_start_matches(' ')))
+}
+
+/// Where a trailing `marker` comment starts, skipping markers inside string literals
+/// (`"http://…"`, `r"//"`), judged by the parity of unescaped double quotes before it.
+fn trailing_comment_start(text: &str, marker: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut after_backslash = false;
+    for (index, character) in text.char_indices() {
+        if !in_string && text[index..].starts_with(marker) {
+            return Some(index);
         }
-    });
-    comment_start.is_some_and(|start| has_todo(text[start..].trim_start_matches(' ')))
+        if character == '"' && !after_backslash {
+            in_string = !in_string;
+        }
+        after_backslash = character == '\\' && !after_backslash;
+    }
+    None
 }
 
 static PYTHON_EXCEPT: LazyLock<Option<Regex>> =
@@ -1014,6 +1026,8 @@ mod tests {
             vec![("todo", Severity::Suggestion, 2)]
         );
         assert!(hits("src/a.rs", &["let label = \"TODO list\";"]).is_empty());
+        assert!(hits("src/a.rs", &["let url = \"http://x/TODO: y\"; let z = 1;"]).is_empty());
+        assert!(hits("src/a.rs", &["let s = \"a \\\" // TODO: inside\";"]).is_empty());
         assert!(hits("src/a.rs", &["// to do: nothing"]).is_empty());
         assert!(hits("src/a.rs", &["/// Report added TODO/FIXME comments."]).is_empty());
         assert!(hits("src/a.rs", &["//! | TODO/FIXME added | suggestion |"]).is_empty());
