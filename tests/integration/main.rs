@@ -1,0 +1,7 @@
+//! End-to-end tests of the `deep-review` binary. One test binary, helpers in `util`.
+
+mod command_agents;
+mod config;
+mod consolidate;
+mod review;
+mod util;
