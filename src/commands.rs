@@ -267,11 +267,14 @@ fn summarise(report: &Report, out: &Path, settings: &Settings) {
 }
 
 fn exit_code(report: &Report, fail_on: Option<FailOn>) -> ExitCode {
-    let failing = match (fail_on, report.verdict.verdict) {
-        (Some(FailOn::Rework), Verdict::Rework) => true,
-        (Some(FailOn::Fixes), Verdict::Rework | Verdict::MergeWithFixes) => true,
-        _ => false,
-    };
+    let failing = matches!(
+        (fail_on, report.verdict.verdict),
+        (Some(FailOn::Rework), Verdict::Rework)
+            | (
+                Some(FailOn::Fixes),
+                Verdict::Rework | Verdict::MergeWithFixes
+            )
+    );
     if failing {
         ExitCode::from(VERDICT_EXIT_CODE)
     } else {

@@ -3,7 +3,9 @@
 
 use deep_review_protocol::{AgentStatus, Severity};
 
-use crate::util::{deep_review_with, expect_success, fixture, read_report, repository_with_known_problems};
+use crate::util::{
+    deep_review_with, expect_success, fixture, read_report, repository_with_known_problems,
+};
 
 fn agent_config(hang_seconds: &str) -> String {
     let script = |name: &str| fixture(&format!("agents/{name}")).display().to_string();
@@ -47,7 +49,10 @@ timeout = "30s"
 }
 
 fn sleeping_processes(marker: &str) -> usize {
-    let output = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let output = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| line.starts_with("sleep ") && line.contains(marker))
@@ -66,9 +71,15 @@ fn failing_agents_are_named_and_the_review_still_completes() {
 
     let output = deep_review_with(
         &[
-            "--config", config_path.to_str().unwrap(),
-            "review", "--repo", repository.path().to_str().unwrap(), "--base", &base,
-            "--out", out.path().to_str().unwrap(),
+            "--config",
+            config_path.to_str().unwrap(),
+            "review",
+            "--repo",
+            repository.path().to_str().unwrap(),
+            "--base",
+            &base,
+            "--out",
+            out.path().to_str().unwrap(),
         ],
         &[("GITHUB_TOKEN", "ghp_must_not_reach_agents")],
         None,
@@ -78,25 +89,55 @@ fn failing_agents_are_named_and_the_review_still_completes() {
     // Progress lines (not a terminal here) name each agent's outcome.
     assert!(stderr.contains("good: done in"), "{stderr}");
     assert!(stderr.contains("hanging: timed out after"), "{stderr}");
-    assert!(stdout.contains("Agent crashing did not complete"), "{stdout}");
+    assert!(
+        stdout.contains("Agent crashing did not complete"),
+        "{stdout}"
+    );
 
     let report = read_report(out.path());
-    let failure = |agent: &str| report.failed_agents.iter().find(|failed| failed.agent == agent).cloned();
+    let failure = |agent: &str| {
+        report
+            .failed_agents
+            .iter()
+            .find(|failed| failed.agent == agent)
+            .cloned()
+    };
     let crashing = failure("crashing").expect("crashing agent named");
     assert_eq!(crashing.status, Some(AgentStatus::Failed));
-    assert!(crashing.reason.contains("exit status: 3") && crashing.reason.contains("model quota exceeded"), "{}", crashing.reason);
+    assert!(
+        crashing.reason.contains("exit status: 3")
+            && crashing.reason.contains("model quota exceeded"),
+        "{}",
+        crashing.reason
+    );
     let hanging = failure("hanging").expect("hanging agent named");
     assert_eq!(hanging.status, Some(AgentStatus::TimedOut));
     assert!(hanging.reason.contains("2s timeout"), "{}", hanging.reason);
     let garbage = failure("garbage").expect("garbage agent named");
     assert_eq!(garbage.status, Some(AgentStatus::Failed));
-    assert!(garbage.reason.contains("not a valid agent result"), "{}", garbage.reason);
+    assert!(
+        garbage.reason.contains("not a valid agent result"),
+        "{}",
+        garbage.reason
+    );
     assert!(failure("good").is_none() && failure("builtin").is_none());
-    assert!(!report.partial, "every agent delivered a result, even if a failed one");
+    assert!(
+        !report.partial,
+        "every agent delivered a result, even if a failed one"
+    );
 
     // Nothing the agents printed is lost.
-    let raw = |agent: &str| report.appendix.iter().find(|result| result.agent == agent).and_then(|result| result.raw_output.clone());
-    assert_eq!(raw("garbage").as_deref(), Some("Looks good to me! No issues found.\n"));
+    let raw = |agent: &str| {
+        report
+            .appendix
+            .iter()
+            .find(|result| result.agent == agent)
+            .and_then(|result| result.raw_output.clone())
+    };
+    assert_eq!(
+        raw("garbage").as_deref(),
+        Some("Looks good to me! No issues found.\n")
+    );
     assert_eq!(raw("crashing").as_deref(), Some("partial thoughts\n"));
 
     // The good agent's finding merges with the builtin's at the same place; the tie between
@@ -104,27 +145,64 @@ fn failing_agents_are_named_and_the_review_still_completes() {
     let swallowed = report
         .findings
         .iter()
-        .find(|finding| finding.locations.iter().any(|location| location.to_string() == "app/service.py:8-9"))
+        .find(|finding| {
+            finding
+                .locations
+                .iter()
+                .any(|location| location.to_string() == "app/service.py:8-9")
+        })
         .expect("swallowed exception reported");
-    assert_eq!(swallowed.agents, vec!["builtin".to_string(), "good".to_string()]);
+    assert_eq!(
+        swallowed.agents,
+        vec!["builtin".to_string(), "good".to_string()]
+    );
     assert_eq!(swallowed.severity, Severity::Important);
-    assert!(swallowed.severity_note.as_deref().unwrap_or("").contains("Good Agent rated this Critical"));
-    assert!(report.reconciliations.iter().any(|change| change.agent == "good" && change.from == Severity::Critical && change.to == Some(Severity::Important)));
+    assert!(swallowed
+        .severity_note
+        .as_deref()
+        .unwrap_or("")
+        .contains("Good Agent rated this Critical"));
+    assert!(report
+        .reconciliations
+        .iter()
+        .any(|change| change.agent == "good"
+            && change.from == Severity::Critical
+            && change.to == Some(Severity::Important)));
 
     // Retro: usage and tool calls from the agent, unique insight, coverage miss.
     let good = report.retro.iter().find(|row| row.agent == "good").unwrap();
     assert_eq!(good.input_tokens, 1200);
     assert_eq!(good.tool_calls.get("Read"), Some(&4));
-    assert_eq!(good.unique_insights, 1, "the magic-number suggestion is the good agent's alone");
+    assert_eq!(
+        good.unique_insights, 1,
+        "the magic-number suggestion is the good agent's alone"
+    );
     assert_eq!(good.downgraded, 1);
     assert_eq!(good.coverage_misses, vec!["web/app.js".to_string()]);
-    assert_eq!(report.header.reviewers.iter().find(|reviewer| reviewer.agent == "good").unwrap().model.as_deref(), Some("stand-in-1"));
+    assert_eq!(
+        report
+            .header
+            .reviewers
+            .iter()
+            .find(|reviewer| reviewer.agent == "good")
+            .unwrap()
+            .model
+            .as_deref(),
+        Some("stand-in-1")
+    );
     let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    assert!(markdown.contains("## Agents that did not complete"), "{markdown}");
+    assert!(
+        markdown.contains("## Agents that did not complete"),
+        "{markdown}"
+    );
     assert!(markdown.contains("6 (Read 4, Bash 2)"), "{markdown}");
 
     // The hanging agent's child was killed with its process group; worktrees are gone.
-    assert_eq!(sleeping_processes(hang_marker), 0, "the hanging agent's sleep outlived it");
+    assert_eq!(
+        sleeping_processes(hang_marker),
+        0,
+        "the hanging agent's sleep outlived it"
+    );
     let worktrees = repository.git(&["worktree", "list"]);
     assert_eq!(worktrees.lines().count(), 1, "{worktrees}");
 }

@@ -6,7 +6,11 @@ use crate::util::{deep_review, deep_review_with, expect_success};
 fn show_merges_file_and_environment() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("deep-review.toml");
-    std::fs::write(&path, "[review]\nconcurrency = 7\n\n[output]\nformats = [\"json\"]\n").unwrap();
+    std::fs::write(
+        &path,
+        "[review]\nconcurrency = 7\n\n[output]\nformats = [\"json\"]\n",
+    )
+    .unwrap();
     let stdout = expect_success(&deep_review_with(
         &["--config", path.to_str().unwrap(), "config", "show"],
         &[("DEEP_REVIEW_REVIEW__DELIVERY_LIMIT", "9")],
@@ -16,7 +20,11 @@ fn show_merges_file_and_environment() {
     assert_eq!(shown["review"]["concurrency"].as_integer(), Some(7));
     assert_eq!(shown["review"]["delivery_limit"].as_integer(), Some(9));
     assert_eq!(shown["output"]["formats"].as_array().map(Vec::len), Some(1));
-    assert_eq!(shown["agents"][0]["runner"].as_str(), Some("builtin"), "defaults fill the rest");
+    assert_eq!(
+        shown["agents"][0]["runner"].as_str(),
+        Some("builtin"),
+        "defaults fill the rest"
+    );
 }
 
 #[test]
@@ -32,13 +40,24 @@ fn broken_configuration_is_named() {
     std::fs::write(&path, "[review]\nconcurency = 3\n").unwrap();
     let output = deep_review(&["--config", path.to_str().unwrap(), "config", "show"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("concurency"), "a misspelt key is an error: {stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("concurency"),
+        "a misspelt key is an error: {stderr}"
+    );
 
     std::fs::write(&path, "[[agents]]\nname = \"x\"\nrunner = \"telepathy\"\n").unwrap();
     let output = deep_review(&["--config", path.to_str().unwrap(), "config", "show"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("telepathy"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("telepathy"),
+        "{stderr}"
+    );
 
-    let missing = deep_review(&["--config", "/nonexistent/deep-review.toml", "config", "show"]);
+    let missing = deep_review(&[
+        "--config",
+        "/nonexistent/deep-review.toml",
+        "config",
+        "show",
+    ]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
 }

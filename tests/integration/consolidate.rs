@@ -77,25 +77,59 @@ fn hand_written_results_are_consolidated() {
     assert_eq!(ownership.severity, Severity::Important);
     assert_eq!(ownership.agents, vec!["claude", "codex", "gemini"]);
     assert_eq!(ownership.consensus, 3);
-    assert_eq!(ownership.verification.as_ref().map(|verification| verification.command.as_str()), Some("kubectl get ns rancher-desktop -o yaml"));
-    assert!(report.reconciliations.iter().any(|change| change.agent == "gemini" && change.from == Severity::Critical && change.to == Some(Severity::Important)));
+    assert_eq!(
+        ownership
+            .verification
+            .as_ref()
+            .map(|verification| verification.command.as_str()),
+        Some("kubectl get ns rancher-desktop -o yaml")
+    );
+    assert!(report
+        .reconciliations
+        .iter()
+        .any(|change| change.agent == "gemini"
+            && change.from == Severity::Critical
+            && change.to == Some(Severity::Important)));
 
     // The refuted finding is dropped as a false positive, with its reason.
     assert_eq!(report.dropped_findings.len(), 1);
     assert!(report.dropped_findings[0].reason.contains("refuted"));
-    let codex = report.retro.iter().find(|row| row.agent == "codex").unwrap();
+    let codex = report
+        .retro
+        .iter()
+        .find(|row| row.agent == "codex")
+        .unwrap();
     assert_eq!((codex.false_positives, codex.dropped), (1, 1));
 
     // Each of the other findings is one agent's unique insight.
-    let claude = report.retro.iter().find(|row| row.agent == "claude").unwrap();
-    let gemini = report.retro.iter().find(|row| row.agent == "gemini").unwrap();
-    assert_eq!((claude.unique_insights, codex.unique_insights, gemini.unique_insights), (1, 0, 1));
+    let claude = report
+        .retro
+        .iter()
+        .find(|row| row.agent == "claude")
+        .unwrap();
+    let gemini = report
+        .retro
+        .iter()
+        .find(|row| row.agent == "gemini")
+        .unwrap();
+    assert_eq!(
+        (
+            claude.unique_insights,
+            codex.unique_insights,
+            gemini.unique_insights
+        ),
+        (1, 0, 1)
+    );
     assert_eq!(gemini.downgraded, 1);
     assert_eq!(claude.tool_calls.values().sum::<u64>(), 30);
     // Gemini called volumes.go clean, but only a suggestion lies there: no coverage miss.
     assert!(gemini.coverage_misses.is_empty());
     assert_eq!(report.findings.len(), 3);
-    assert_eq!(report.design_observations.len(), 2, "the two footgun observations merge");
+    assert_eq!(
+        report.design_observations.len(),
+        2,
+        "the two footgun observations merge"
+    );
 }
 
 #[test]
@@ -103,26 +137,53 @@ fn invalid_result_names_the_file_and_field() {
     let broken = r#"{"agent": "x", "findings": [{"severity": "blocker", "title": "t"}]}"#;
     let input = write_agents(&[("claude", CLAUDE), ("broken", broken)]);
     let out = tempfile::tempdir().unwrap();
-    let output = deep_review(&["consolidate", "--agents-dir", input.path().join("agents").to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+    let output = deep_review(&[
+        "consolidate",
+        "--agents-dir",
+        input.path().join("agents").to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("broken.json"), "{stderr}");
     assert!(stderr.contains("findings[0].severity"), "{stderr}");
     assert!(stderr.contains("blocker"), "{stderr}");
-    assert!(!out.path().join("report.json").exists(), "no report from incomplete input");
+    assert!(
+        !out.path().join("report.json").exists(),
+        "no report from incomplete input"
+    );
 }
 
 #[test]
 fn rebuilding_a_review_gives_the_same_findings() {
     let (repository, base) = crate::util::repository_with_known_problems();
     let first = tempfile::tempdir().unwrap();
-    expect_success(&deep_review(&["review", "--repo", repository.path().to_str().unwrap(), "--base", &base, "--out", first.path().to_str().unwrap(), "--quiet"]));
+    expect_success(&deep_review(&[
+        "review",
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--base",
+        &base,
+        "--out",
+        first.path().to_str().unwrap(),
+        "--quiet",
+    ]));
     let second = tempfile::tempdir().unwrap();
-    expect_success(&deep_review(&["consolidate", "--agents-dir", first.path().join("agents").to_str().unwrap(), "--out", second.path().to_str().unwrap()]));
+    expect_success(&deep_review(&[
+        "consolidate",
+        "--agents-dir",
+        first.path().join("agents").to_str().unwrap(),
+        "--out",
+        second.path().to_str().unwrap(),
+    ]));
     let (original, rebuilt) = (read_report(first.path()), read_report(second.path()));
     assert_eq!(original.findings, rebuilt.findings);
     assert_eq!(original.verdict, rebuilt.verdict);
-    assert_eq!(original.header.commits, rebuilt.header.commits, "the job beside agents/ is read back");
+    assert_eq!(
+        original.header.commits, rebuilt.header.commits,
+        "the job beside agents/ is read back"
+    );
 }
 
 #[test]
@@ -131,6 +192,7 @@ fn schema_describes_agent_results() {
     let schema: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(schema["required"], serde_json::json!(["agent"]));
     assert!(schema["properties"]["findings"].is_object());
-    let report: serde_json::Value = serde_json::from_str(&expect_success(&deep_review(&["schema", "report"]))).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&expect_success(&deep_review(&["schema", "report"]))).unwrap();
     assert!(report["properties"]["retro"].is_object());
 }

@@ -2,7 +2,10 @@
 
 use deep_review_protocol::{AgentResult, FileReviewStatus, Severity, Verdict};
 
-use crate::util::{deep_review, deep_review_with, expect_success, read_report, repository_with_known_problems, GitRepo};
+use crate::util::{
+    deep_review, deep_review_with, expect_success, read_report, repository_with_known_problems,
+    GitRepo,
+};
 
 /// (severity, location) of each consolidated finding whose title contains `needle`.
 fn located(report: &deep_review_protocol::Report, needle: &str) -> Vec<(Severity, Vec<String>)> {
@@ -10,7 +13,12 @@ fn located(report: &deep_review_protocol::Report, needle: &str) -> Vec<(Severity
         .findings
         .iter()
         .filter(|finding| finding.title.contains(needle))
-        .map(|finding| (finding.severity, finding.locations.iter().map(ToString::to_string).collect()))
+        .map(|finding| {
+            (
+                finding.severity,
+                finding.locations.iter().map(ToString::to_string).collect(),
+            )
+        })
         .collect()
 }
 
@@ -20,15 +28,30 @@ fn finds_known_problems_at_the_right_lines() {
     let out = tempfile::tempdir().unwrap();
     let repo_path = repository.path().to_str().unwrap();
     let out_path = out.path().to_str().unwrap();
-    let stdout = expect_success(&deep_review(&["review", "--repo", repo_path, "--base", &base, "--out", out_path, "--quiet"]));
+    let stdout = expect_success(&deep_review(&[
+        "review", "--repo", repo_path, "--base", &base, "--out", out_path, "--quiet",
+    ]));
     assert!(stdout.contains("Verdict: Rework"), "{stdout}");
 
     let report = read_report(out.path());
     assert_eq!(report.verdict.verdict, Verdict::Rework);
-    assert_eq!(located(&report, "Secret"), vec![(Severity::Critical, vec!["config/settings.toml:2".to_string()])]);
+    assert_eq!(
+        located(&report, "Secret"),
+        vec![(
+            Severity::Critical,
+            vec!["config/settings.toml:2".to_string()]
+        )]
+    );
     assert_eq!(
         located(&report, "Merge-conflict"),
-        vec![(Severity::Critical, vec!["docs/notes.md:3".into(), "docs/notes.md:5".into(), "docs/notes.md:7".into()])]
+        vec![(
+            Severity::Critical,
+            vec![
+                "docs/notes.md:3".into(),
+                "docs/notes.md:5".into(),
+                "docs/notes.md:7".into()
+            ]
+        )]
     );
     assert_eq!(
         located(&report, "empty handler"),
@@ -37,14 +60,32 @@ fn finds_known_problems_at_the_right_lines() {
             (Severity::Important, vec!["web/app.js:4-5".to_string()]),
         ]
     );
-    assert_eq!(located(&report, "Debugger"), vec![(Severity::Important, vec!["app/service.py:10".to_string()])]);
-    assert_eq!(located(&report, "logged but not returned"), vec![(Severity::Important, vec!["pkg/sync.go:4-6".to_string()])]);
-    assert_eq!(located(&report, "unwrap"), vec![(Severity::Suggestion, vec!["src/lib.rs:3".to_string()])]);
-    assert_eq!(located(&report, "TODO"), vec![(Severity::Suggestion, vec!["src/lib.rs:2".to_string()])]);
-    assert_eq!(located(&report, "debug print"), vec![(Severity::Suggestion, vec!["web/app.js:6".to_string()])]);
+    assert_eq!(
+        located(&report, "Debugger"),
+        vec![(Severity::Important, vec!["app/service.py:10".to_string()])]
+    );
+    assert_eq!(
+        located(&report, "logged but not returned"),
+        vec![(Severity::Important, vec!["pkg/sync.go:4-6".to_string()])]
+    );
+    assert_eq!(
+        located(&report, "unwrap"),
+        vec![(Severity::Suggestion, vec!["src/lib.rs:3".to_string()])]
+    );
+    assert_eq!(
+        located(&report, "TODO"),
+        vec![(Severity::Suggestion, vec!["src/lib.rs:2".to_string()])]
+    );
+    assert_eq!(
+        located(&report, "debug print"),
+        vec![(Severity::Suggestion, vec!["web/app.js:6".to_string()])]
+    );
     let untested = located(&report, "no test change");
     assert_eq!(untested.len(), 1);
-    assert!(untested[0].1.contains(&"app/service.py:1".to_string()), "{untested:?}");
+    assert!(
+        untested[0].1.contains(&"app/service.py:1".to_string()),
+        "{untested:?}"
+    );
     // The secret itself never reaches the report.
     let json = std::fs::read_to_string(out.path().join("report.json")).unwrap();
     assert!(!json.contains("AKIAQWERTYUIOPASDFGH"));
@@ -52,21 +93,38 @@ fn finds_known_problems_at_the_right_lines() {
 
     // Header facts come from git.
     assert_eq!(report.header.commits.len(), 1);
-    assert_eq!(report.header.title.as_deref(), Some("Add billing, parser, loader and sync"));
+    assert_eq!(
+        report.header.title.as_deref(),
+        Some("Add billing, parser, loader and sync")
+    );
     assert_eq!(report.header.author.as_deref(), Some("Dev Eloper"));
     assert_eq!(report.header.branch.as_deref(), Some("main"));
-    assert_eq!(report.header.reviewed_sha.as_deref(), Some(repository.git(&["rev-parse", "HEAD"]).trim()));
+    assert_eq!(
+        report.header.reviewed_sha.as_deref(),
+        Some(repository.git(&["rev-parse", "HEAD"]).trim())
+    );
 
     // Every report file and the agent's own result are written.
     let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    assert!(markdown.contains("## Critical issues") && markdown.contains("### C1."), "{markdown}");
+    assert!(
+        markdown.contains("## Critical issues") && markdown.contains("### C1."),
+        "{markdown}"
+    );
     assert!(markdown.contains("## Agent performance retro"));
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     assert!(html.contains("id=\"C1\"") && html.contains("class=\"badge rework\""));
-    let agent: AgentResult =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("agents/builtin.json")).unwrap()).unwrap();
-    assert!(!agent.files_reviewed.iter().any(|file| file.path == "README.md"));
-    assert!(agent.files_reviewed.iter().all(|file| file.status == FileReviewStatus::HasFindings));
+    let agent: AgentResult = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("agents/builtin.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(!agent
+        .files_reviewed
+        .iter()
+        .any(|file| file.path == "README.md"));
+    assert!(agent
+        .files_reviewed
+        .iter()
+        .all(|file| file.status == FileReviewStatus::HasFindings));
     assert!(out.path().join("review.json").is_file());
 }
 
@@ -74,10 +132,29 @@ fn finds_known_problems_at_the_right_lines() {
 fn fail_on_sets_the_exit_code() {
     let (repository, base) = repository_with_known_problems();
     let out = tempfile::tempdir().unwrap();
-    let arguments = ["review", "--repo", repository.path().to_str().unwrap(), "--base", &base, "--out", out.path().to_str().unwrap(), "--quiet", "--fail-on", "rework"];
+    let arguments = [
+        "review",
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--base",
+        &base,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--quiet",
+        "--fail-on",
+        "rework",
+    ];
     let output = deep_review(&arguments);
-    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(out.path().join("report.md").is_file(), "the report is written even when failing on it");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        out.path().join("report.md").is_file(),
+        "the report is written even when failing on it"
+    );
 }
 
 #[test]
@@ -85,8 +162,14 @@ fn clean_change_merges_and_defaults_to_the_head_commit() {
     let repository = GitRepo::new();
     repository.write("src/lib.rs", "pub fn one() -> u32 {\n    1\n}\n");
     repository.commit("first");
-    repository.write("src/lib.rs", "pub fn one() -> u32 {\n    1\n}\n\npub fn two() -> u32 {\n    2\n}\n");
-    repository.write("tests/two.rs", "#[test]\nfn two() {\n    assert_eq!(my::two(), 2);\n}\n");
+    repository.write(
+        "src/lib.rs",
+        "pub fn one() -> u32 {\n    1\n}\n\npub fn two() -> u32 {\n    2\n}\n",
+    );
+    repository.write(
+        "tests/two.rs",
+        "#[test]\nfn two() {\n    assert_eq!(my::two(), 2);\n}\n",
+    );
     repository.commit("Add two");
     let out = tempfile::tempdir().unwrap();
     // Run from inside the repository, as a developer would (default --repo is `.`).
@@ -96,7 +179,10 @@ fn clean_change_merges_and_defaults_to_the_head_commit() {
         .output()
         .unwrap();
     let stdout = expect_success(&output);
-    assert!(stdout.contains("Verdict: Merge — no issues found"), "{stdout}");
+    assert!(
+        stdout.contains("Verdict: Merge — no issues found"),
+        "{stdout}"
+    );
     let report = read_report(out.path());
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
     assert_eq!(report.header.commits.len(), 1);
@@ -109,9 +195,19 @@ fn root_commit_is_reviewed_against_the_empty_tree() {
     repository.write("a.js", "debugger;\n");
     repository.commit("only commit");
     let out = tempfile::tempdir().unwrap();
-    expect_success(&deep_review(&["review", "--repo", repository.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--quiet"]));
+    expect_success(&deep_review(&[
+        "review",
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--quiet",
+    ]));
     let report = read_report(out.path());
-    assert_eq!(located(&report, "Debugger"), vec![(Severity::Important, vec!["a.js:1".to_string()])]);
+    assert_eq!(
+        located(&report, "Debugger"),
+        vec![(Severity::Important, vec!["a.js:1".to_string()])]
+    );
 }
 
 #[test]
@@ -123,12 +219,24 @@ fn reviews_a_diff_from_a_file_and_from_stdin() {
     for (source, stdin) in [(diff_path.to_str().unwrap(), None), ("-", Some(diff))] {
         let out = tempfile::tempdir().unwrap();
         expect_success(&deep_review_with(
-            &["review", "--diff", source, "--title", "Quick fix", "--out", out.path().to_str().unwrap(), "--quiet"],
+            &[
+                "review",
+                "--diff",
+                source,
+                "--title",
+                "Quick fix",
+                "--out",
+                out.path().to_str().unwrap(),
+                "--quiet",
+            ],
             &[],
             stdin,
         ));
         let report = read_report(out.path());
-        assert_eq!(located(&report, "empty handler"), vec![(Severity::Important, vec!["app.py:3".to_string()])]);
+        assert_eq!(
+            located(&report, "empty handler"),
+            vec![(Severity::Important, vec!["app.py:3".to_string()])]
+        );
         assert_eq!(report.header.title.as_deref(), Some("Quick fix"));
         assert_eq!(report.header.reviewed_sha, None);
     }
@@ -142,7 +250,15 @@ fn bad_inputs_get_clear_errors() {
     let out = tempfile::tempdir().unwrap();
     let out_path = out.path().to_str().unwrap();
 
-    let unknown_revision = deep_review(&["review", "--repo", repository.path().to_str().unwrap(), "--base", "nope", "--out", out_path]);
+    let unknown_revision = deep_review(&[
+        "review",
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--base",
+        "nope",
+        "--out",
+        out_path,
+    ]);
     assert!(!unknown_revision.status.success());
     let stderr = String::from_utf8_lossy(&unknown_revision.stderr);
     assert!(stderr.contains("unknown revision `nope`"), "{stderr}");
@@ -153,6 +269,14 @@ fn bad_inputs_get_clear_errors() {
     let empty_diff = deep_review_with(&["review", "--diff", "-", "--out", out_path], &[], Some(""));
     assert!(String::from_utf8_lossy(&empty_diff.stderr).contains("the diff is empty"));
 
-    let unknown_agent = deep_review(&["review", "--repo", repository.path().to_str().unwrap(), "--agent", "gpt", "--out", out_path]);
+    let unknown_agent = deep_review(&[
+        "review",
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--agent",
+        "gpt",
+        "--out",
+        out_path,
+    ]);
     assert!(String::from_utf8_lossy(&unknown_agent.stderr).contains("no agent named `gpt`"));
 }

@@ -49,7 +49,11 @@ impl GitRepo {
             .args(arguments)
             .output()
             .expect("run git");
-        assert!(output.status.success(), "git {arguments:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "git {arguments:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
@@ -60,7 +64,11 @@ pub fn deep_review(arguments: &[&str]) -> Output {
 }
 
 /// Runs `deep-review` with extra environment and optional stdin.
-pub fn deep_review_with(arguments: &[&str], environment: &[(&str, &str)], stdin: Option<&str>) -> Output {
+pub fn deep_review_with(
+    arguments: &[&str],
+    environment: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_deep-review"));
     command.args(arguments);
     for (name, _) in std::env::vars() {
@@ -69,7 +77,11 @@ pub fn deep_review_with(arguments: &[&str], environment: &[(&str, &str)], stdin:
         }
     }
     command.envs(environment.iter().copied());
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("start deep-review");
     if let Some(text) = stdin {
@@ -100,7 +112,9 @@ pub fn read_report(directory: &Path) -> Report {
 
 /// A fixture's absolute path.
 pub fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
 }
 
 /// A repository whose head commit adds files with known problems at known lines.
@@ -120,12 +134,18 @@ pub fn repository_with_known_problems() -> (GitRepo, String) {
         "web/app.js",
         "export function load(url) {\n  try {\n    return fetch(url);\n  } catch (error) {\n  }\n  console.log(\"loaded\", url);\n}\n",
     );
-    repository.write("config/settings.toml", "[aws]\naws_access_key_id = \"AKIAQWERTYUIOPASDFGH\"\n");
+    repository.write(
+        "config/settings.toml",
+        "[aws]\naws_access_key_id = \"AKIAQWERTYUIOPASDFGH\"\n",
+    );
     repository.write(
         "pkg/sync.go",
         "package pkg\n\nfunc Sync() {\n\tif err := push(); err != nil {\n\t\tlog.Printf(\"push failed: %v\", err)\n\t}\n\tcommit()\n}\n",
     );
-    repository.write("docs/notes.md", "# Notes\n\n<<<<<<< HEAD\nours\n=======\ntheirs\n>>>>>>> topic\n");
+    repository.write(
+        "docs/notes.md",
+        "# Notes\n\n<<<<<<< HEAD\nours\n=======\ntheirs\n>>>>>>> topic\n",
+    );
     repository.commit("Add billing, parser, loader and sync");
     (repository, base)
 }

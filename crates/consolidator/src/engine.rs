@@ -726,14 +726,34 @@ fn decide_verdict(
     for finding in findings {
         counts.add(finding.severity);
     }
+    // Distinct titles, most frequent first among equals in report order, `×N` for repeats.
     let titles = |severity: Severity| -> String {
-        findings
+        let mut distinct: Vec<(String, usize)> = Vec::new();
+        for finding in findings
             .iter()
             .filter(|finding| finding.severity == severity)
+        {
+            match distinct
+                .iter_mut()
+                .find(|(title, _)| title == &finding.title)
+            {
+                Some((_, count)) => *count += 1,
+                None => distinct.push((finding.title.clone(), 1)),
+            }
+        }
+        let more = if distinct.len() > 3 { "; …" } else { "" };
+        let shown: Vec<String> = distinct
+            .iter()
             .take(3)
-            .map(|finding| finding.title.clone())
-            .collect::<Vec<_>>()
-            .join("; ")
+            .map(|(title, count)| {
+                if *count > 1 {
+                    format!("{title} ×{count}")
+                } else {
+                    title.clone()
+                }
+            })
+            .collect();
+        format!("{}{more}", shown.join("; "))
     };
     let described = |count: usize, severity: Severity| -> String {
         let noun = match severity {
@@ -1013,7 +1033,9 @@ mod tests {
                 schema_version: SCHEMA_VERSION,
                 id: "r".into(),
                 created_at: now,
-                source: Source::InlineDiff { diff: String::new() },
+                source: Source::InlineDiff {
+                    diff: String::new(),
+                },
                 pull_request: Default::default(),
                 round: 1,
                 agents: Vec::new(),
@@ -1048,20 +1070,59 @@ mod tests {
     fn run(results: Vec<AgentResult>) -> Report {
         let agents: Vec<String> = results.iter().map(|result| result.agent.clone()).collect();
         let names: Vec<&str> = agents.iter().map(String::as_str).collect();
-        consolidate(&manifest(&names), results, &ConsolidationSettings::default(), Utc::now())
+        consolidate(
+            &manifest(&names),
+            results,
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        )
     }
 
     fn sample() -> Vec<AgentResult> {
         vec![
-            result("a", vec![
-                finding(Severity::Critical, "Null pointer dereference in parser", "src/parse.rs", 10),
-                finding(Severity::Suggestion, "Rename helper for clarity", "src/util.rs", 3),
-            ]),
-            result("b", vec![
-                finding(Severity::Important, "Parser dereferences a null pointer", "src/parse.rs", 12),
-                finding(Severity::Important, "Unbounded retry loop", "src/net.rs", 40),
-            ]),
-            result("c", vec![finding(Severity::Important, "Null pointer dereference when parsing", "src/parse.rs", 11)]),
+            result(
+                "a",
+                vec![
+                    finding(
+                        Severity::Critical,
+                        "Null pointer dereference in parser",
+                        "src/parse.rs",
+                        10,
+                    ),
+                    finding(
+                        Severity::Suggestion,
+                        "Rename helper for clarity",
+                        "src/util.rs",
+                        3,
+                    ),
+                ],
+            ),
+            result(
+                "b",
+                vec![
+                    finding(
+                        Severity::Important,
+                        "Parser dereferences a null pointer",
+                        "src/parse.rs",
+                        12,
+                    ),
+                    finding(
+                        Severity::Important,
+                        "Unbounded retry loop",
+                        "src/net.rs",
+                        40,
+                    ),
+                ],
+            ),
+            result(
+                "c",
+                vec![finding(
+                    Severity::Important,
+                    "Null pointer dereference when parsing",
+                    "src/parse.rs",
+                    11,
+                )],
+            ),
         ]
     }
 
@@ -1075,7 +1136,13 @@ mod tests {
         assert_eq!(report.findings.len(), 3);
         assert_eq!(report.verdict.verdict, Verdict::MergeWithFixes);
         assert_eq!(report.reconciliations.len(), 1);
-        assert!(report.reconciliations[0].reason.contains("2 of 3 agents rated it Important"), "{:?}", report.reconciliations);
+        assert!(
+            report.reconciliations[0]
+                .reason
+                .contains("2 of 3 agents rated it Important"),
+            "{:?}",
+            report.reconciliations
+        );
     }
 
     #[test]
@@ -1085,39 +1152,88 @@ mod tests {
             report
                 .findings
                 .iter()
-                .map(|finding| (finding.id.clone(), finding.severity, finding.agents.clone(), finding.title.clone()))
+                .map(|finding| {
+                    (
+                        finding.id.clone(),
+                        finding.severity,
+                        finding.agents.clone(),
+                        finding.title.clone(),
+                    )
+                })
                 .collect()
         };
-        let permutations = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let permutations = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
         for permutation in permutations {
-            let mut results: Vec<AgentResult> = permutation.iter().map(|&index| sample()[index].clone()).collect();
+            let mut results: Vec<AgentResult> = permutation
+                .iter()
+                .map(|&index| sample()[index].clone())
+                .collect();
             for result in &mut results {
                 result.findings.reverse();
             }
             // Line-up order stays the same; only arrival order changes.
-            let report = consolidate(&manifest(&["a", "b", "c"]), results, &ConsolidationSettings::default(), Utc::now());
-            assert_eq!(strip(&report), strip(&expected), "permutation {permutation:?}");
+            let report = consolidate(
+                &manifest(&["a", "b", "c"]),
+                results,
+                &ConsolidationSettings::default(),
+                Utc::now(),
+            );
+            assert_eq!(
+                strip(&report),
+                strip(&expected),
+                "permutation {permutation:?}"
+            );
             assert_eq!(report.verdict, expected.verdict);
         }
     }
 
     #[test]
     fn one_agents_findings_never_merge_together() {
-        let report = run(vec![result("a", vec![
-            finding(Severity::Important, "Race on shared counter", "src/a.rs", 5),
-            finding(Severity::Important, "Race on shared counter", "src/a.rs", 6),
-        ])]);
+        let report = run(vec![result(
+            "a",
+            vec![
+                finding(Severity::Important, "Race on shared counter", "src/a.rs", 5),
+                finding(Severity::Important, "Race on shared counter", "src/a.rs", 6),
+            ],
+        )]);
         assert_eq!(report.findings.len(), 2);
     }
 
     #[test]
     fn tie_goes_to_the_lower_severity() {
         let report = run(vec![
-            result("a", vec![finding(Severity::Critical, "SQL injection in search", "src/db.rs", 5)]),
-            result("b", vec![finding(Severity::Important, "SQL injection in search query", "src/db.rs", 5)]),
+            result(
+                "a",
+                vec![finding(
+                    Severity::Critical,
+                    "SQL injection in search",
+                    "src/db.rs",
+                    5,
+                )],
+            ),
+            result(
+                "b",
+                vec![finding(
+                    Severity::Important,
+                    "SQL injection in search query",
+                    "src/db.rs",
+                    5,
+                )],
+            ),
         ]);
         assert_eq!(report.findings[0].severity, Severity::Important);
-        assert!(report.findings[0].severity_note.as_deref().unwrap_or("").contains("tie goes to the lower"));
+        assert!(report.findings[0]
+            .severity_note
+            .as_deref()
+            .unwrap_or("")
+            .contains("tie goes to the lower"));
     }
 
     #[test]
@@ -1130,10 +1246,30 @@ mod tests {
         });
         let report = run(vec![
             result("a", vec![confirmed]),
-            result("b", vec![finding(Severity::Suggestion, "Deadlock on shutdown path", "src/run.rs", 9)]),
-            result("c", vec![finding(Severity::Suggestion, "Possible deadlock on shutdown", "src/run.rs", 10)]),
+            result(
+                "b",
+                vec![finding(
+                    Severity::Suggestion,
+                    "Deadlock on shutdown path",
+                    "src/run.rs",
+                    9,
+                )],
+            ),
+            result(
+                "c",
+                vec![finding(
+                    Severity::Suggestion,
+                    "Possible deadlock on shutdown",
+                    "src/run.rs",
+                    10,
+                )],
+            ),
         ]);
-        assert_eq!(report.findings[0].severity, Severity::Important, "confirmed: not below important");
+        assert_eq!(
+            report.findings[0].severity,
+            Severity::Important,
+            "confirmed: not below important"
+        );
 
         let mut refuted = finding(Severity::Critical, "Overflow in sum", "src/math.rs", 3);
         refuted.verification = Some(Verification {
@@ -1150,7 +1286,10 @@ mod tests {
 
     #[test]
     fn findings_only_in_test_code_drop_one_level() {
-        let report = run(vec![result("a", vec![finding(Severity::Critical, "Flaky sleep", "tests/it.rs", 4)])]);
+        let report = run(vec![result(
+            "a",
+            vec![finding(Severity::Critical, "Flaky sleep", "tests/it.rs", 4)],
+        )]);
         assert_eq!(report.findings[0].severity, Severity::Important);
         assert_eq!(report.reconciliations[0].to, Some(Severity::Important));
     }
@@ -1160,25 +1299,51 @@ mod tests {
         let results = sample();
         let total: usize = results.iter().map(|result| result.findings.len()).sum();
         let report = run(results);
-        let kept: usize = report.findings.iter().map(|finding| finding.originals.len()).sum();
+        let kept: usize = report
+            .findings
+            .iter()
+            .map(|finding| finding.originals.len())
+            .sum();
         assert_eq!(kept + report.dropped_findings.len(), total);
     }
 
     #[test]
     fn missing_agent_makes_a_partial_report_naming_it() {
-        let report = consolidate(&manifest(&["a", "slow"]), vec![result("a", vec![])], &ConsolidationSettings::default(), Utc::now());
+        let report = consolidate(
+            &manifest(&["a", "slow"]),
+            vec![result("a", vec![])],
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        );
         assert!(report.partial);
         assert_eq!(report.failed_agents[0].agent, "slow");
-        assert!(report.verdict.reason.contains("without slow"), "{}", report.verdict.reason);
-        assert_eq!(report.retro.len(), 2, "the missing agent still has a retro row");
+        assert!(
+            report.verdict.reason.contains("without slow"),
+            "{}",
+            report.verdict.reason
+        );
+        assert_eq!(
+            report.retro.len(),
+            2,
+            "the missing agent still has a retro row"
+        );
     }
 
     #[test]
     fn verdict_rules_are_configurable() {
         let mut settings = ConsolidationSettings::default();
         settings.verdict.rework_min_important = Some(2);
-        let report = consolidate(&manifest(&["a", "b"]), sample().into_iter().take(2).collect(), &settings, Utc::now());
+        let report = consolidate(
+            &manifest(&["a", "b"]),
+            sample().into_iter().take(2).collect(),
+            &settings,
+            Utc::now(),
+        );
         assert_eq!(report.verdict.verdict, Verdict::Rework);
-        assert!(report.verdict.reason.starts_with("2 important issues"), "{}", report.verdict.reason);
+        assert!(
+            report.verdict.reason.starts_with("2 important issues"),
+            "{}",
+            report.verdict.reason
+        );
     }
 }

@@ -9,7 +9,7 @@ use deep_review_protocol::{
 };
 
 use crate::format_duration;
-use crate::render::{agent_name, put, put_line, tool_calls_text};
+use crate::render::{agent_name, put, put_line, retro_metrics};
 
 const STYLE: &str = r#"
 :root { --critical:#b42318; --important:#b54708; --suggestion:#175cd3; --merge:#067647; --border:#d0d5dd; --muted:#475467; }
@@ -65,12 +65,7 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 /// Renders `report` as a standalone HTML page.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let header = &report.header;
-    let title = match (header.pull_request_number, &header.title) {
-        (Some(number), Some(title)) => format!("Deep Review: PR #{number} — {title}"),
-        (None, Some(title)) => format!("Deep Review: {title}"),
-        _ => format!("Deep Review: {}", report.review_id),
-    };
+    let title = format!("Deep Review: {}", crate::render::report_title(report));
     put_line!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">"
@@ -510,39 +505,13 @@ fn retro(out: &mut String, report: &Report) {
         put!(out, "<th>{}</th>", escape(&row.display_name));
     }
     put_line!(out, "</tr></thead><tbody>");
-    let mut metric = |name: &str, value: &dyn Fn(&AgentRetro) -> String| {
+    for (name, value) in retro_metrics() {
         put!(out, "<tr><th>{name}</th>");
         for row in &rows {
             put!(out, "<td>{}</td>", escape(&value(row)));
         }
         put_line!(out, "</tr>");
-    };
-    metric("Status", &|row| {
-        row.status
-            .map_or("—".to_string(), |status| status.label().to_string())
-    });
-    metric("Duration", &|row| format_duration(row.duration_ms));
-    metric("Findings", &|row| row.findings.to_string());
-    metric("Tool calls", &|row| tool_calls_text(&row.tool_calls));
-    metric("Tokens (in / out)", &|row| {
-        format!("{} / {}", row.input_tokens, row.output_tokens)
-    });
-    metric("Cost", &|row| {
-        row.cost_usd
-            .map_or("—".to_string(), |cost| format!("${cost:.2}"))
-    });
-    metric("Design observations", &|row| {
-        row.design_observations.to_string()
-    });
-    metric("False positives", &|row| row.false_positives.to_string());
-    metric("Unique insights", &|row| row.unique_insights.to_string());
-    metric("Files reviewed", &|row| row.files_reviewed.to_string());
-    metric("Coverage misses", &|row| {
-        row.coverage_misses.len().to_string()
-    });
-    metric("Downgraded", &|row| row.downgraded.to_string());
-    metric("Upgraded", &|row| row.upgraded.to_string());
-    metric("Dropped", &|row| row.dropped.to_string());
+    }
     put_line!(out, "</tbody></table>");
     if report.reconciliations.is_empty() {
         put_line!(out, "<p><strong>Reconciliation:</strong> no severity was changed and nothing was dropped.</p>");

@@ -6,7 +6,7 @@ use deep_review_protocol::{
 };
 
 use crate::format_duration;
-use crate::render::{agent_name, fence, put, put_line, table_cell, tool_calls_text};
+use crate::render::{agent_name, fence, put, put_line, retro_metrics, table_cell};
 
 /// Renders `report` as Markdown.
 pub fn render(report: &Report) -> String {
@@ -61,11 +61,11 @@ pub fn render(report: &Report) -> String {
 
 fn header(out: &mut String, report: &Report) {
     let header = &report.header;
-    let title = match (header.pull_request_number, &header.title) {
-        (Some(number), _) => format!("PR #{number}"),
-        (None, _) => report.review_id.clone(),
-    };
-    put_line!(out, "# Deep Review: {title}\n");
+    put_line!(
+        out,
+        "# Deep Review: {}\n",
+        crate::render::report_title(report)
+    );
     put_line!(out, "| | |\n|---|---|");
     let mut row = |name: &str, value: String| {
         if !value.is_empty() {
@@ -369,41 +369,13 @@ fn retro(out: &mut String, report: &Report) {
         put!(out, "---|");
     }
     out.push('\n');
-    let mut metric = |name: &str, value: &dyn Fn(&AgentRetro) -> String| {
+    for (name, value) in retro_metrics() {
         put!(out, "| {name} |");
         for row in &rows {
-            put!(out, " {} |", value(row));
+            put!(out, " {} |", table_cell(&value(row)));
         }
         out.push('\n');
-    };
-    metric("Status", &|row| {
-        row.status
-            .map_or("—".to_string(), |status| status.label().to_string())
-    });
-    metric("Duration", &|row| format_duration(row.duration_ms));
-    metric("Findings", &|row| row.findings.to_string());
-    metric("Tool calls", &|row| {
-        table_cell(&tool_calls_text(&row.tool_calls))
-    });
-    metric("Tokens (in / out)", &|row| {
-        format!("{} / {}", row.input_tokens, row.output_tokens)
-    });
-    metric("Cost", &|row| {
-        row.cost_usd
-            .map_or("—".to_string(), |cost| format!("${cost:.2}"))
-    });
-    metric("Design observations", &|row| {
-        row.design_observations.to_string()
-    });
-    metric("False positives", &|row| row.false_positives.to_string());
-    metric("Unique insights", &|row| row.unique_insights.to_string());
-    metric("Files reviewed", &|row| row.files_reviewed.to_string());
-    metric("Coverage misses", &|row| {
-        row.coverage_misses.len().to_string()
-    });
-    metric("Downgraded", &|row| row.downgraded.to_string());
-    metric("Upgraded", &|row| row.upgraded.to_string());
-    metric("Dropped", &|row| row.dropped.to_string());
+    }
     out.push('\n');
     if report.reconciliations.is_empty() {
         put_line!(

@@ -5,7 +5,7 @@ pub mod markdown;
 
 use std::collections::BTreeMap;
 
-use deep_review_protocol::Report;
+use deep_review_protocol::{AgentRetro, Report};
 
 /// Appends formatted text and a newline to a `String` (writing to a `String` cannot fail,
 /// so this avoids discarding `fmt::Result`s).
@@ -31,6 +31,28 @@ pub(crate) use {put, put_line};
 /// Renders `report` as pretty JSON.
 pub fn json(report: &Report) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(report)
+}
+
+/// What the report is about, for its title: `PR #309`, `owner/repo @ 1a2b3c4`, or the id.
+pub(crate) fn report_title(report: &Report) -> String {
+    let header = &report.header;
+    let short_sha = header
+        .reviewed_sha
+        .as_deref()
+        .map(|sha| sha.get(..7).unwrap_or(sha));
+    match (
+        header.pull_request_number,
+        header.repository.as_deref(),
+        short_sha,
+    ) {
+        (Some(number), Some(repository), _) => format!("{repository} PR #{number}"),
+        (Some(number), None, _) => format!("PR #{number}"),
+        (None, Some(repository), Some(sha)) => format!("{repository} @ {sha}"),
+        _ => header
+            .title
+            .clone()
+            .unwrap_or_else(|| report.review_id.clone()),
+    }
 }
 
 /// The name the report shows for `agent`.
@@ -64,6 +86,49 @@ pub(crate) fn table_cell(text: &str) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// How one retro row shows one metric.
+pub(crate) type MetricValue = fn(&AgentRetro) -> String;
+
+/// The rows of the retro summary table: a label and how to show one agent's value.
+pub(crate) fn retro_metrics() -> Vec<(&'static str, MetricValue)> {
+    vec![
+        ("Status", |row| {
+            row.status
+                .map_or("—".to_string(), |status| status.label().to_string())
+        }),
+        ("Duration", |row| crate::format_duration(row.duration_ms)),
+        ("Findings", |row| row.findings.to_string()),
+        ("Tool calls", |row| tool_calls_text(&row.tool_calls)),
+        ("Tokens (in / out)", |row| {
+            format!("{} / {}", row.input_tokens, row.output_tokens)
+        }),
+        ("Cost", |row| {
+            row.cost_usd.map_or("—".to_string(), format_cost)
+        }),
+        ("Design observations", |row| {
+            row.design_observations.to_string()
+        }),
+        ("False positives", |row| row.false_positives.to_string()),
+        ("Unique insights", |row| row.unique_insights.to_string()),
+        ("Files reviewed", |row| row.files_reviewed.to_string()),
+        ("Coverage misses", |row| {
+            row.coverage_misses.len().to_string()
+        }),
+        ("Downgraded", |row| row.downgraded.to_string()),
+        ("Upgraded", |row| row.upgraded.to_string()),
+        ("Dropped", |row| row.dropped.to_string()),
+    ]
+}
+
+/// `$1.25`, or `$0.0123` for sums under ten cents, where cents would round to nothing.
+pub(crate) fn format_cost(cost: f64) -> String {
+    if cost < 0.10 {
+        format!("${cost:.4}")
+    } else {
+        format!("${cost:.2}")
+    }
 }
 
 /// `30 (Read 18, Bash 11, Agent 1)`, busiest tool first; `—` when none.
@@ -100,6 +165,12 @@ mod tests {
         ]);
         assert_eq!(tool_calls_text(&calls), "30 (Read 18, Bash 11, Agent 1)");
         assert_eq!(tool_calls_text(&BTreeMap::new()), "—");
+    }
+
+    #[test]
+    fn costs_keep_small_sums_visible() {
+        assert_eq!(format_cost(0.0123), "$0.0123");
+        assert_eq!(format_cost(1.254), "$1.25");
     }
 
     #[test]

@@ -237,7 +237,12 @@ fn group_hits(path: &str, hits: Vec<RuleHit>) -> Vec<Finding> {
             let lines: Vec<String> = hits.iter().map(|hit| hit.line.to_string()).collect();
             let excerpt = hits
                 .iter()
-                .map(|hit| format!("{:>5} | {}", hit.line, hit.excerpt))
+                .flat_map(|hit| {
+                    // A block hit spans consecutive head-side lines starting at `hit.line`.
+                    (hit.line..)
+                        .zip(hit.excerpt.lines())
+                        .map(|(number, text)| format!("{number:>5} | {text}"))
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             Some(Finding {
