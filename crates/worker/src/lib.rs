@@ -306,3 +306,226 @@ pub fn humanize(duration: Duration) -> String {
         (minutes, seconds) => format!("{minutes}m {seconds}s"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use deep_review_protocol::{AgentSpec, ReviewJob, ReviewManifest, Source};
+    use deep_review_transport::{MemoryResultStore, MemoryTaskQueue};
+
+    /// A runner whose behaviour the test picks: answer after a delay.
+    struct SlowRunner(Duration);
+
+    #[async_trait]
+    impl AgentRunner for SlowRunner {
+        async fn run(
+            &self,
+            task: &AgentTask,
+            _change: &PreparedChange,
+        ) -> Result<AgentResult, RunnerError> {
+            tokio::time::sleep(self.0).await;
+            Ok(AgentResult::new(&task.agent.name))
+        }
+    }
+
+    fn job(agents: &[(&str, RunnerKind, u64)]) -> ReviewJob {
+        ReviewJob {
+            schema_version: 1,
+            id: "r1".into(),
+            created_at: Utc::now(),
+            source: Source::InlineDiff {
+                diff: "--- a/a.js\n+++ b/a.js\n@@ -1 +1,2 @@\n x\n+debugger;\n".into(),
+            },
+            pull_request: Default::default(),
+            round: 1,
+            agents: agents
+                .iter()
+                .map(|(name, runner, timeout_ms)| AgentSpec {
+                    name: name.to_string(),
+                    runner: *runner,
+                    model: None,
+                    effort: None,
+                    timeout: Duration::from_millis(*timeout_ms),
+                    command: vec!["unused".into()],
+                    family: None,
+                    display_name: None,
+                })
+                .collect(),
+            deadline: Utc::now() + chrono::Duration::minutes(1),
+        }
+    }
+
+    async fn run_review(
+        job: &ReviewJob,
+        runners: RunnerSet,
+    ) -> (MemoryResultStore, MemoryTaskQueue) {
+        let queue = MemoryTaskQueue::new(3);
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&ReviewManifest::for_job(job))
+            .await
+            .unwrap();
+        for agent in &job.agents {
+            queue.publish(&AgentTask::new(job, agent)).await.unwrap();
+        }
+        let worker = Worker::new(
+            Arc::new(queue.clone()),
+            Arc::new(store.clone()),
+            runners,
+            WorkerSettings {
+                concurrency: 2,
+                scratch_directory: std::env::temp_dir(),
+                drain_timeout: Duration::from_secs(5),
+            },
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let completed = store.next_completed(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(completed.as_deref(), Some("r1"), "the review completes");
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        (store, queue)
+    }
+
+    fn result_of(results: &[AgentResult], agent: &str) -> AgentResult {
+        results
+            .iter()
+            .find(|result| result.agent == agent)
+            .cloned()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_outcome_becomes_a_stored_result() {
+        let job = job(&[
+            ("fast", RunnerKind::Builtin, 5_000),
+            ("slow", RunnerKind::Command, 100),
+        ]);
+        let runners = RunnerSet::new()
+            .with(RunnerKind::Builtin, Arc::new(BuiltinRunner::default()))
+            .with(
+                RunnerKind::Command,
+                Arc::new(SlowRunner(Duration::from_secs(30))),
+            );
+        let (store, queue) = run_review(&job, runners).await;
+        let results = store.results("r1").await.unwrap();
+        let fast = result_of(&results, "fast");
+        assert_eq!(fast.status, AgentStatus::Completed);
+        let titles: Vec<&str> = fast
+            .findings
+            .iter()
+            .map(|finding| finding.title.as_str())
+            .collect();
+        assert_eq!(
+            titles,
+            vec![
+                "Debugger breakpoint left in code",
+                "Source changed with no test change"
+            ]
+        );
+        assert!(fast.started_at.is_some() && fast.finished_at.is_some());
+        let slow = result_of(&results, "slow");
+        assert_eq!(slow.status, AgentStatus::TimedOut);
+        assert!(slow.error.unwrap().contains("100ms timeout"));
+        assert_eq!(queue.ready_count(), 0);
+        assert!(queue.dead_letters().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_runner_is_a_failed_result_not_a_stuck_review() {
+        let job = job(&[("lonely", RunnerKind::Command, 1_000)]);
+        let (store, _) = run_review(&job, RunnerSet::new()).await;
+        let result = result_of(&store.results("r1").await.unwrap(), "lonely");
+        assert_eq!(result.status, AgentStatus::Failed);
+        assert!(result.error.unwrap().contains("no `command` runner"));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_task_keeps_the_first_result() {
+        let job = job(&[
+            ("a", RunnerKind::Builtin, 5_000),
+            ("b", RunnerKind::Builtin, 5_000),
+        ]);
+        let queue = MemoryTaskQueue::new(3);
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&ReviewManifest::for_job(&job))
+            .await
+            .unwrap();
+        let first = AgentResult::unsuccessful("a", AgentStatus::Failed, "first delivery");
+        store.put_result("r1", &first).await.unwrap();
+        // The same task arrives again, as after a worker crash before its ack.
+        for agent in &job.agents {
+            queue.publish(&AgentTask::new(&job, agent)).await.unwrap();
+        }
+        let worker = Worker::new(
+            Arc::new(queue.clone()),
+            Arc::new(store.clone()),
+            RunnerSet::new().with(RunnerKind::Builtin, Arc::new(BuiltinRunner::default())),
+            WorkerSettings {
+                concurrency: 1,
+                scratch_directory: std::env::temp_dir(),
+                drain_timeout: Duration::from_secs(5),
+            },
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        assert_eq!(
+            store
+                .next_completed(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("r1")
+        );
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        let results = store.results("r1").await.unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            result_of(&results, "a").error.as_deref(),
+            Some("first delivery")
+        );
+        assert_eq!(queue.ready_count(), 0, "the duplicate was acknowledged");
+    }
+
+    #[tokio::test]
+    async fn tasks_of_a_cancelled_review_are_skipped() {
+        let job = job(&[("a", RunnerKind::Builtin, 5_000)]);
+        let queue = MemoryTaskQueue::new(3);
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&ReviewManifest::for_job(&job))
+            .await
+            .unwrap();
+        store.cancel_review("r1").await.unwrap();
+        queue
+            .publish(&AgentTask::new(&job, &job.agents[0]))
+            .await
+            .unwrap();
+        queue.close();
+        let worker = Worker::new(
+            Arc::new(queue.clone()),
+            Arc::new(store.clone()),
+            RunnerSet::new().with(RunnerKind::Builtin, Arc::new(BuiltinRunner::default())),
+            WorkerSettings {
+                concurrency: 1,
+                scratch_directory: std::env::temp_dir(),
+                drain_timeout: Duration::from_secs(5),
+            },
+        );
+        // The queue is closed, so the worker stops by itself once the task is settled.
+        worker.run(CancellationToken::new()).await.unwrap();
+        assert!(store.results("r1").await.unwrap().is_empty());
+        assert_eq!(queue.ready_count(), 0);
+        assert!(queue.dead_letters().is_empty());
+    }
+
+    #[test]
+    fn durations_are_humanized() {
+        assert_eq!(humanize(Duration::from_millis(100)), "100ms");
+        assert_eq!(humanize(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(humanize(Duration::from_secs(900)), "15m");
+    }
+}

@@ -480,7 +480,7 @@ fn notes(
                 )
             })
             .collect();
-        put_line!(out, "<li>{} {agents}</li>", escape(&item.text));
+        put_line!(out, "<li>{} {agents}</li>", inline_markdown(&item.text));
     }
     put_line!(out, "</ul>");
 }
@@ -556,7 +556,7 @@ fn process_notes(out: &mut String, report: &Report) {
         }
         put_line!(out, "<h3>{title}</h3>\n<ul>");
         for item in items {
-            put_line!(out, "<li>{}</li>", escape(&item.text));
+            put_line!(out, "<li>{}</li>", inline_markdown(&item.text));
         }
         put_line!(out, "</ul>");
     }
@@ -604,6 +604,19 @@ fn appendix(out: &mut String, report: &Report) {
     }
 }
 
+/// Renders one line of untrusted Markdown without the paragraph around it.
+pub(crate) fn inline_markdown(markdown: &str) -> String {
+    let html = markdown_to_html(markdown);
+    let trimmed = html.trim_end();
+    match trimmed
+        .strip_prefix("<p>")
+        .and_then(|inner| inner.strip_suffix("</p>"))
+    {
+        Some(inner) if !inner.contains("<p>") => inner.to_string(),
+        _ => html,
+    }
+}
+
 /// Renders untrusted Markdown: raw HTML in it is shown as text, never interpreted.
 pub(crate) fn markdown_to_html(markdown: &str) -> String {
     let parser = Parser::new_ext(
@@ -641,6 +654,10 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("<strong>bold</strong>"));
+        assert_eq!(
+            inline_markdown("Test `a.rs` <b>x</b>"),
+            "Test <code>a.rs</code> &lt;b&gt;x&lt;/b&gt;"
+        );
         assert_eq!(
             escape("<a href=\"x\">&</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
