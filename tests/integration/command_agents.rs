@@ -3,9 +3,7 @@
 
 use deep_review_protocol::{AgentStatus, Severity};
 
-use crate::util::{
-    deep_review_with, expect_success, fixture, read_report, repository_with_known_problems,
-};
+use crate::util::{expect_success, fixture, read_report, review_known_problems};
 
 fn agent_config(hang_seconds: &str) -> String {
     let script = |name: &str| fixture(&format!("agents/{name}")).display().to_string();
@@ -61,7 +59,6 @@ fn sleeping_processes(marker: &str) -> usize {
 
 #[test]
 fn failing_agents_are_named_and_the_review_still_completes() {
-    let (repository, base) = repository_with_known_problems();
     let out = tempfile::tempdir().unwrap();
     let config_directory = tempfile::tempdir().unwrap();
     let config_path = config_directory.path().join("deep-review.toml");
@@ -69,20 +66,11 @@ fn failing_agents_are_named_and_the_review_still_completes() {
     let hang_marker = "913.25";
     std::fs::write(&config_path, agent_config(hang_marker)).unwrap();
 
-    let output = deep_review_with(
-        &[
-            "--config",
-            config_path.to_str().unwrap(),
-            "review",
-            "--repo",
-            repository.path().to_str().unwrap(),
-            "--base",
-            &base,
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
+    let (repository, output) = review_known_problems(
+        out.path(),
+        &["--config", config_path.to_str().unwrap()],
+        &[],
         &[("GITHUB_TOKEN", "ghp_must_not_reach_agents")],
-        None,
     );
     let stdout = expect_success(&output);
     let stderr = String::from_utf8_lossy(&output.stderr);

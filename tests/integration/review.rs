@@ -3,8 +3,7 @@
 use deep_review_protocol::{AgentResult, FileReviewStatus, Severity, Verdict};
 
 use crate::util::{
-    deep_review, deep_review_with, expect_success, read_report, repository_with_known_problems,
-    GitRepo,
+    deep_review, deep_review_with, expect_success, read_report, review_known_problems, GitRepo,
 };
 
 /// (severity, location) of each consolidated finding whose title contains `needle`.
@@ -24,13 +23,9 @@ fn located(report: &deep_review_protocol::Report, needle: &str) -> Vec<(Severity
 
 #[test]
 fn finds_known_problems_at_the_right_lines() {
-    let (repository, base) = repository_with_known_problems();
     let out = tempfile::tempdir().unwrap();
-    let repo_path = repository.path().to_str().unwrap();
-    let out_path = out.path().to_str().unwrap();
-    let stdout = expect_success(&deep_review(&[
-        "review", "--repo", repo_path, "--base", &base, "--out", out_path, "--quiet",
-    ]));
+    let (repository, output) = review_known_problems(out.path(), &[], &["--quiet"], &[]);
+    let stdout = expect_success(&output);
     assert!(stdout.contains("Verdict: Rework"), "{stdout}");
 
     let report = read_report(out.path());
@@ -130,21 +125,9 @@ fn finds_known_problems_at_the_right_lines() {
 
 #[test]
 fn fail_on_sets_the_exit_code() {
-    let (repository, base) = repository_with_known_problems();
     let out = tempfile::tempdir().unwrap();
-    let arguments = [
-        "review",
-        "--repo",
-        repository.path().to_str().unwrap(),
-        "--base",
-        &base,
-        "--out",
-        out.path().to_str().unwrap(),
-        "--quiet",
-        "--fail-on",
-        "rework",
-    ];
-    let output = deep_review(&arguments);
+    let (_repository, output) =
+        review_known_problems(out.path(), &[], &["--quiet", "--fail-on", "rework"], &[]);
     assert_eq!(
         output.status.code(),
         Some(3),

@@ -149,3 +149,29 @@ pub fn repository_with_known_problems() -> (GitRepo, String) {
     repository.commit("Add billing, parser, loader and sync");
     (repository, base)
 }
+
+/// Reviews the known-problems repository into `out`, with `extra` arguments (before the
+/// subcommand when `global`), and returns the repository and the command's output.
+pub fn review_known_problems(
+    out: &Path,
+    global: &[&str],
+    extra: &[&str],
+    environment: &[(&str, &str)],
+) -> (GitRepo, Output) {
+    let (repository, base) = repository_with_known_problems();
+    let repository_path = repository.path().to_str().expect("utf-8 path").to_string();
+    let out_path = out.to_str().expect("utf-8 path").to_string();
+    let mut arguments: Vec<&str> = global.to_vec();
+    arguments.extend([
+        "review",
+        "--repo",
+        &repository_path,
+        "--base",
+        &base,
+        "--out",
+        &out_path,
+    ]);
+    arguments.extend(extra);
+    let output = deep_review_with(&arguments, environment, None);
+    (repository, output)
+}

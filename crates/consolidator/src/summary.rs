@@ -60,11 +60,7 @@ pub fn executive_summary(report: &Report) -> String {
             .filter(|finding| finding.severity >= Severity::Important)
             .take(3)
             .map(|finding| {
-                let agents: Vec<String> = finding
-                    .agents
-                    .iter()
-                    .map(|agent| display(report, agent))
-                    .collect();
+                let agents = report.display_names(&finding.agents);
                 format!("{} {} ({})", finding.id, finding.title, join_names(&agents))
             })
             .collect();
@@ -91,7 +87,7 @@ pub fn executive_summary(report: &Report) -> String {
     for failed in &report.failed_agents {
         sentences.push(format!(
             "{} {}: {}.",
-            display(report, &failed.agent),
+            report.display_name(&failed.agent),
             failed.status.map_or("did not report", status_phrase),
             failed.reason.trim_end_matches('.')
         ));
@@ -174,16 +170,6 @@ pub fn narratives(report: &Report) -> Vec<String> {
             sentences.join(" ")
         })
         .collect()
-}
-
-fn display(report: &Report, agent: &str) -> String {
-    report
-        .header
-        .reviewers
-        .iter()
-        .find(|reviewer| reviewer.agent == agent)
-        .map(|reviewer| reviewer.display_name.clone())
-        .unwrap_or_else(|| agent.to_string())
 }
 
 fn status_phrase(status: AgentStatus) -> &'static str {

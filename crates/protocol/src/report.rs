@@ -351,3 +351,23 @@ pub struct Report {
     /// Every agent's result as received.
     pub appendix: Vec<AgentResult>,
 }
+
+impl Report {
+    /// The name the report shows for `agent`: its display name in the line-up, else itself.
+    pub fn display_name(&self, agent: &str) -> String {
+        self.header
+            .reviewers
+            .iter()
+            .find(|reviewer| reviewer.agent == agent)
+            .map(|reviewer| reviewer.display_name.clone())
+            .unwrap_or_else(|| agent.to_string())
+    }
+
+    /// Display names of `agents`, in the given order.
+    pub fn display_names(&self, agents: &[String]) -> Vec<String> {
+        agents
+            .iter()
+            .map(|agent| self.display_name(agent))
+            .collect()
+    }
+}

@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use deep_review_git::{parse_unified_diff, FileDiff, GitError, Repository, Worktree};
 use deep_review_protocol::{ReviewJob, Source};
@@ -61,8 +61,9 @@ impl PreparedChange {
                             directory: scratch_directory.display().to_string(),
                             source,
                         })?;
-                    let checkout: PathBuf = holder.path().join("tree");
-                    let worktree = repository.add_worktree(head, &checkout).await?;
+                    // Check out into the random directory itself: git names a worktree after
+                    // its directory's basename, and concurrent adds of one basename race.
+                    let worktree = repository.add_worktree(head, holder.path()).await?;
                     Some((worktree, holder))
                 } else {
                     None

@@ -373,11 +373,7 @@ mod tests {
             Arc::new(queue.clone()),
             Arc::new(store.clone()),
             runners,
-            WorkerSettings {
-                concurrency: 2,
-                scratch_directory: std::env::temp_dir(),
-                drain_timeout: Duration::from_secs(5),
-            },
+            test_settings(2),
         );
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(worker.run(shutdown.clone()));
@@ -386,6 +382,14 @@ mod tests {
         shutdown.cancel();
         running.await.unwrap().unwrap();
         (store, queue)
+    }
+
+    fn test_settings(concurrency: usize) -> WorkerSettings {
+        WorkerSettings {
+            concurrency,
+            scratch_directory: std::env::temp_dir(),
+            drain_timeout: Duration::from_secs(5),
+        }
     }
 
     fn result_of(results: &[AgentResult], agent: &str) -> AgentResult {
@@ -463,11 +467,7 @@ mod tests {
             Arc::new(queue.clone()),
             Arc::new(store.clone()),
             RunnerSet::new().with(RunnerKind::Builtin, Arc::new(BuiltinRunner::default())),
-            WorkerSettings {
-                concurrency: 1,
-                scratch_directory: std::env::temp_dir(),
-                drain_timeout: Duration::from_secs(5),
-            },
+            test_settings(1),
         );
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(worker.run(shutdown.clone()));
@@ -509,11 +509,7 @@ mod tests {
             Arc::new(queue.clone()),
             Arc::new(store.clone()),
             RunnerSet::new().with(RunnerKind::Builtin, Arc::new(BuiltinRunner::default())),
-            WorkerSettings {
-                concurrency: 1,
-                scratch_directory: std::env::temp_dir(),
-                drain_timeout: Duration::from_secs(5),
-            },
+            test_settings(1),
         );
         // The queue is closed, so the worker stops by itself once the task is settled.
         worker.run(CancellationToken::new()).await.unwrap();

@@ -5,11 +5,11 @@
 use pulldown_cmark::{html::push_html, Event, Options, Parser};
 
 use deep_review_protocol::{
-    AgentRetro, ConsolidatedFinding, ObservationKind, Report, Scope, Severity, TestingGap, Verdict,
+    AgentRetro, ConsolidatedFinding, Report, Scope, Severity, TestingGap, Verdict,
 };
 
 use crate::format_duration;
-use crate::render::{agent_name, put, put_line, retro_metrics};
+use crate::render::{observations_by_kind, put, put_line, retro_metrics};
 
 const STYLE: &str = r#"
 :root { --critical:#b42318; --important:#b54708; --suggestion:#175cd3; --merge:#067647; --border:#d0d5dd; --muted:#475467; }
@@ -127,7 +127,7 @@ pub fn render(report: &Report) -> String {
             put_line!(
                 out,
                 "<li><strong>{}</strong> ({}): {}</li>",
-                escape(&agent_name(report, &failed.agent)),
+                escape(&report.display_name(&failed.agent)),
                 failed.status.map_or("no result", |status| status.label()),
                 escape(&failed.reason)
             );
@@ -277,10 +277,10 @@ fn findings_table(out: &mut String, report: &Report) {
     }
     put_line!(out, "<table class=\"sortable\" id=\"findings-table\"><thead><tr><th>Id</th><th>Severity</th><th>Title</th><th>Location</th><th>Agents</th><th>Consensus</th></tr></thead><tbody>");
     for finding in &report.findings {
-        let agents: Vec<String> = finding
-            .agents
+        let agents: Vec<String> = report
+            .display_names(&finding.agents)
             .iter()
-            .map(|agent| escape(&agent_name(report, agent)))
+            .map(|name| escape(name))
             .collect();
         put_line!(
             out,
@@ -330,16 +330,7 @@ fn finding_block(out: &mut String, report: &Report, finding: &ConsolidatedFindin
         "<h3><a class=\"anchor\" href=\"#{id}\">{id}. {}</a></h3>",
         escape(&finding.title)
     );
-    let agents: String = finding
-        .agents
-        .iter()
-        .map(|agent| {
-            format!(
-                "<span class=\"agent\">{}</span>",
-                escape(&agent_name(report, agent))
-            )
-        })
-        .collect();
+    let agents = agent_badges(report, &finding.agents);
     let mut facts = vec![
         format!(
             "<span class=\"severity {}\">{}</span>",
@@ -415,18 +406,7 @@ fn observations(out: &mut String, report: &Report) {
         put_line!(out, "<p>None.</p>");
         return;
     }
-    for (kind, title) in [
-        (ObservationKind::Concern, "Concerns"),
-        (ObservationKind::Strength, "Strengths"),
-    ] {
-        let items: Vec<_> = report
-            .design_observations
-            .iter()
-            .filter(|observation| observation.kind == kind)
-            .collect();
-        if items.is_empty() {
-            continue;
-        }
+    for (title, items) in observations_by_kind(report) {
         put_line!(out, "<h3>{title}</h3>\n<ol>");
         for observation in items {
             let scope = if observation.scope == Scope::InScope {
@@ -434,16 +414,7 @@ fn observations(out: &mut String, report: &Report) {
             } else {
                 "future"
             };
-            let agents: String = observation
-                .agents
-                .iter()
-                .map(|agent| {
-                    format!(
-                        "<span class=\"agent\">{}</span>",
-                        escape(&agent_name(report, agent))
-                    )
-                })
-                .collect();
+            let agents = agent_badges(report, &observation.agents);
             put_line!(
                 out,
                 "<li><strong>{}</strong> ({scope}) {agents}{}</li>",
@@ -470,16 +441,7 @@ fn notes(
     }
     put_line!(out, "<ul>");
     for item in items {
-        let agents: String = item
-            .agents
-            .iter()
-            .map(|agent| {
-                format!(
-                    "<span class=\"agent\">{}</span>",
-                    escape(&agent_name(report, agent))
-                )
-            })
-            .collect();
+        let agents = agent_badges(report, &item.agents);
         put_line!(out, "<li>{} {agents}</li>", inline_markdown(&item.text));
     }
     put_line!(out, "</ul>");
@@ -532,7 +494,7 @@ fn retro(out: &mut String, report: &Report) {
             put_line!(
                 out,
                 "<li>{} {} “{}”: {target}, because {}.</li>",
-                escape(&agent_name(report, &change.agent)),
+                escape(&report.display_name(&change.agent)),
                 escape(change.original_id.as_deref().unwrap_or("")),
                 escape(&change.title),
                 escape(&change.reason)
@@ -572,7 +534,7 @@ fn appendix(out: &mut String, report: &Report) {
             out,
             "<details id=\"agent-{}\"><summary>{} — {}, {}</summary>",
             escape(&result.agent),
-            escape(&agent_name(report, &result.agent)),
+            escape(&report.display_name(&result.agent)),
             result.status.label(),
             format_duration(result.duration_ms)
         );
@@ -602,6 +564,15 @@ fn appendix(out: &mut String, report: &Report) {
         }
         put_line!(out, "</details>");
     }
+}
+
+/// Agent names as small badges.
+fn agent_badges(report: &Report, agents: &[String]) -> String {
+    report
+        .display_names(agents)
+        .iter()
+        .map(|name| format!("<span class=\"agent\">{}</span>", escape(name)))
+        .collect()
 }
 
 /// Renders one line of untrusted Markdown without the paragraph around it.

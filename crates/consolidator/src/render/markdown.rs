@@ -1,12 +1,10 @@
 //! GitHub-flavoured Markdown that reads like the seed reports and fits a PR comment: the
 //! appendix is collapsed in `<details>` blocks.
 
-use deep_review_protocol::{
-    AgentRetro, ConsolidatedFinding, ObservationKind, Report, Scope, Severity, TestingGap,
-};
+use deep_review_protocol::{AgentRetro, ConsolidatedFinding, Report, Scope, Severity, TestingGap};
 
 use crate::format_duration;
-use crate::render::{agent_name, fence, put, put_line, retro_metrics, table_cell};
+use crate::render::{fence, observations_by_kind, put, put_line, retro_metrics, table_cell};
 
 /// Renders `report` as Markdown.
 pub fn render(report: &Report) -> String {
@@ -197,11 +195,7 @@ fn finding_block(out: &mut String, report: &Report, finding: &ConsolidatedFindin
         finding.id,
         single_line(&finding.title)
     );
-    let agents: Vec<String> = finding
-        .agents
-        .iter()
-        .map(|agent| agent_name(report, agent))
-        .collect();
+    let agents = report.display_names(&finding.agents);
     let mut facts = vec![format!("**Found by:** {}", agents.join(", "))];
     if finding.agents.len() > 1 {
         facts.push(format!("**Consensus:** {}", finding.consensus));
@@ -252,29 +246,14 @@ fn design_observations(out: &mut String, report: &Report) {
         put_line!(out, "None.\n");
         return;
     }
-    for (kind, title) in [
-        (ObservationKind::Concern, "Concerns"),
-        (ObservationKind::Strength, "Strengths"),
-    ] {
-        let observations: Vec<_> = report
-            .design_observations
-            .iter()
-            .filter(|observation| observation.kind == kind)
-            .collect();
-        if observations.is_empty() {
-            continue;
-        }
+    for (title, observations) in observations_by_kind(report) {
         put_line!(out, "### {title}\n");
         for (number, observation) in observations.iter().enumerate() {
             let scope = match observation.scope {
                 Scope::InScope => "in-scope",
                 Scope::Future => "future",
             };
-            let agents: Vec<String> = observation
-                .agents
-                .iter()
-                .map(|agent| agent_name(report, agent))
-                .collect();
+            let agents = report.display_names(&observation.agents);
             put_line!(
                 out,
                 "{}. **{}** ({scope}) — {}\n",
@@ -305,12 +284,13 @@ fn notes_section(
     if !intro.is_empty() {
         put_line!(out, "{intro}\n");
     }
+    note_list(out, report, notes);
+}
+
+/// `- text — *agents*` per note, then a blank line.
+fn note_list(out: &mut String, report: &Report, notes: &[TestingGap]) {
     for note in notes {
-        let agents: Vec<String> = note
-            .agents
-            .iter()
-            .map(|agent| agent_name(report, agent))
-            .collect();
+        let agents = report.display_names(&note.agents);
         put_line!(
             out,
             "- {} — *{}*",
@@ -331,7 +311,7 @@ fn failed_agents(out: &mut String, report: &Report) {
         put_line!(
             out,
             "- **{}** ({status}): {}",
-            agent_name(report, &failed.agent),
+            report.display_name(&failed.agent),
             single_line(&failed.reason)
         );
     }
@@ -398,7 +378,7 @@ fn retro(out: &mut String, report: &Report) {
             put_line!(
                 out,
                 "- {}{original} “{}”: {target}, because {}.",
-                agent_name(report, &change.agent),
+                report.display_name(&change.agent),
                 single_line(&change.title),
                 change.reason
             );
@@ -420,20 +400,7 @@ fn process_notes(out: &mut String, report: &Report) {
             continue;
         }
         put_line!(out, "### {title}\n");
-        for note in notes {
-            let agents: Vec<String> = note
-                .agents
-                .iter()
-                .map(|agent| agent_name(report, agent))
-                .collect();
-            put_line!(
-                out,
-                "- {} — *{}*",
-                single_line(&note.text),
-                agents.join(", ")
-            );
-        }
-        out.push('\n');
+        note_list(out, report, notes);
     }
 }
 
@@ -450,7 +417,7 @@ fn appendix(out: &mut String, report: &Report) {
         put_line!(
             out,
             "<details>\n<summary>{} — {}, {}, findings: {}</summary>\n",
-            agent_name(report, &result.agent),
+            report.display_name(&result.agent),
             result.status.label(),
             format_duration(result.duration_ms),
             counts

@@ -5,7 +5,7 @@ pub mod markdown;
 
 use std::collections::BTreeMap;
 
-use deep_review_protocol::{AgentRetro, Report};
+use deep_review_protocol::{AgentRetro, ConsolidatedObservation, ObservationKind, Report};
 
 /// Appends formatted text and a newline to a `String` (writing to a `String` cannot fail,
 /// so this avoids discarding `fmt::Result`s).
@@ -55,15 +55,25 @@ pub(crate) fn report_title(report: &Report) -> String {
     }
 }
 
-/// The name the report shows for `agent`.
-pub(crate) fn agent_name(report: &Report, agent: &str) -> String {
-    report
-        .header
-        .reviewers
-        .iter()
-        .find(|reviewer| reviewer.agent == agent)
-        .map(|reviewer| reviewer.display_name.clone())
-        .unwrap_or_else(|| agent.to_string())
+/// Design observations grouped under "Concerns" and "Strengths", empty groups left out.
+pub(crate) fn observations_by_kind(
+    report: &Report,
+) -> Vec<(&'static str, Vec<&ConsolidatedObservation>)> {
+    [
+        (ObservationKind::Concern, "Concerns"),
+        (ObservationKind::Strength, "Strengths"),
+    ]
+    .into_iter()
+    .map(|(kind, title)| {
+        let observations = report
+            .design_observations
+            .iter()
+            .filter(|observation| observation.kind == kind)
+            .collect::<Vec<_>>();
+        (title, observations)
+    })
+    .filter(|(_, observations)| !observations.is_empty())
+    .collect()
 }
 
 /// A fenced code block that cannot be closed early by backticks inside `content`.
