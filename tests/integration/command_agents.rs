@@ -62,9 +62,9 @@ fn failing_agents_are_named_and_the_review_still_completes() {
     let out = tempfile::tempdir().unwrap();
     let config_directory = tempfile::tempdir().unwrap();
     let config_path = config_directory.path().join("deep-review.toml");
-    // A sleep length no other test uses, to find leftovers of this test's hanging agent.
-    let hang_marker = "913.25";
-    std::fs::write(&config_path, agent_config(hang_marker)).unwrap();
+    // A sleep length unique to this test process, to find leftovers of its hanging agent.
+    let hang_marker = format!("913.{}", std::process::id());
+    std::fs::write(&config_path, agent_config(&hang_marker)).unwrap();
 
     let (repository, output) = review_known_problems(
         out.path(),
@@ -187,7 +187,7 @@ fn failing_agents_are_named_and_the_review_still_completes() {
 
     // The hanging agent's child was killed with its process group; worktrees are gone.
     assert_eq!(
-        sleeping_processes(hang_marker),
+        sleeping_processes(&hang_marker),
         0,
         "the hanging agent's sleep outlived it"
     );
