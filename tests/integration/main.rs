@@ -4,4 +4,5 @@ mod command_agents;
 mod config;
 mod consolidate;
 mod review;
+mod transport;
 mod util;

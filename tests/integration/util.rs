@@ -175,3 +175,89 @@ pub fn review_known_problems(
     let output = deep_review_with(&arguments, environment, None);
     (repository, output)
 }
+
+/// A prefix no other test (or test run) uses, for queue and key names.
+pub fn unique_prefix(purpose: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or(0);
+    format!("dr-test-{purpose}-{}-{nanos}", std::process::id())
+}
+
+/// The RabbitMQ and Redis the tests use; `.ci/run` (scripts/services.sh) starts them.
+pub struct Services;
+
+impl Services {
+    /// Checks both are reachable, with a clear message when not.
+    pub fn ensure() -> Self {
+        for (name, address) in [("Redis", "127.0.0.1:6379"), ("RabbitMQ", "127.0.0.1:5672")] {
+            std::net::TcpStream::connect_timeout(
+                &address.parse().expect("address"),
+                std::time::Duration::from_secs(2),
+            )
+            .unwrap_or_else(|error| {
+                panic!("{name} is not reachable at {address} ({error}); run scripts/services.sh")
+            });
+        }
+        Services
+    }
+
+    /// The broker URL.
+    pub fn amqp_url(&self) -> String {
+        "amqp://guest:guest@127.0.0.1:5672/%2f".to_string()
+    }
+
+    /// The Redis URL.
+    pub fn redis_url(&self) -> String {
+        "redis://127.0.0.1:6379/".to_string()
+    }
+
+    /// Deletes every key under `prefix`.
+    pub async fn cleanup_redis(&self, prefix: &str) {
+        let client = redis::Client::open(self.redis_url()).expect("redis client");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut connection)
+            .await
+            .expect("KEYS");
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut connection)
+                .await
+                .expect("DEL");
+        }
+    }
+
+    /// Deletes the queues and exchange of `settings`.
+    pub async fn cleanup_rabbitmq(&self, settings: &deep_review_transport::RabbitSettings) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let connection =
+            lapin::Connection::connect(&settings.url, lapin::ConnectionProperties::default())
+                .await
+                .expect("amqp connect");
+        let channel = connection.create_channel().await.expect("channel");
+        let mut queues: Vec<String> = settings
+            .runners
+            .iter()
+            .map(|runner| settings.task_queue(*runner))
+            .collect();
+        queues.push(settings.dead_letter_queue());
+        for queue in queues {
+            let _deleted = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _deleted = channel
+            .exchange_delete(
+                settings.dead_letter_queue().as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}

@@ -8,6 +8,8 @@
 
 mod memory_queue;
 mod memory_store;
+mod rabbitmq;
+mod redis_store;
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use deep_review_protocol::{AgentResult, AgentTask, ReviewManifest};
 
 pub use memory_queue::MemoryTaskQueue;
 pub use memory_store::MemoryResultStore;
+pub use rabbitmq::{redact_url, RabbitSettings, RabbitTaskQueue};
+pub use redis_store::{RedisResultStore, RedisSettings};
 pub use tokio_util::sync::CancellationToken;
 
 /// A failure of the queue or store backend.
@@ -135,7 +139,9 @@ pub trait ResultStore: Send + Sync + 'static {
     /// Waits up to `timeout` for a review whose last result came in, and takes it.
     async fn next_completed(&self, timeout: Duration) -> Result<Option<String>, TransportError>;
 
-    /// Reviews whose deadline is at or before `now` and whose report is not yet published.
+    /// Reviews due for consolidation that no completion signal will bring: those whose
+    /// deadline is at or before `now`, and complete ones a consolidator took but did not
+    /// publish (it crashed). None of them is published yet.
     async fn overdue_reviews(&self, now: DateTime<Utc>) -> Result<Vec<String>, TransportError>;
 
     /// Claims the right to build and publish the report of `review_id` for `lease`.

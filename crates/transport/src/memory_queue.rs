@@ -35,7 +35,8 @@ struct Queued {
 }
 
 impl MemoryTaskQueue {
-    /// A queue that dead-letters a task after `delivery_limit` deliveries.
+    /// A queue that dead-letters a task once it was returned more than `delivery_limit`
+    /// times (so it is delivered at most `delivery_limit + 1` times).
     pub fn new(delivery_limit: u32) -> Self {
         MemoryTaskQueue {
             shared: Arc::new(Shared {
@@ -74,7 +75,8 @@ impl Shared {
 
     fn requeue(&self, task: AgentTask, previous_deliveries: u32) {
         let mut state = self.lock();
-        if previous_deliveries >= self.delivery_limit {
+        // As RabbitMQ's `x-delivery-limit`: dead-letter once returns exceed the limit.
+        if previous_deliveries > self.delivery_limit {
             tracing::warn!(task = %task.task_id, deliveries = previous_deliveries, "delivery limit reached; dead-lettering task");
             state.dead_letters.push(task);
         } else {
@@ -234,6 +236,9 @@ mod tests {
         let second = consumer.next().await.unwrap().unwrap();
         assert_eq!(second.previous_deliveries, 1);
         drop(second);
+        let third = consumer.next().await.unwrap().unwrap();
+        assert_eq!(third.previous_deliveries, 2);
+        drop(third);
         assert_eq!(queue.ready_count(), 0);
         assert_eq!(queue.dead_letters().len(), 1);
     }

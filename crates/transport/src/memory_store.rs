@@ -36,6 +36,8 @@ struct Review {
     results: BTreeMap<String, AgentResult>,
     /// Set once "all results in" fired, so it fires once.
     completion_fired: bool,
+    /// Taken by `next_completed`; due again until published, as after a consolidator crash.
+    taken: bool,
     cancelled: bool,
     published: bool,
     /// Until when a consolidator holds the right to publish.
@@ -68,6 +70,7 @@ impl ResultStore for MemoryResultStore {
                 manifest: manifest.clone(),
                 results: BTreeMap::new(),
                 completion_fired: false,
+                taken: false,
                 cancelled: false,
                 published: false,
                 lease_until: None,
@@ -133,8 +136,14 @@ impl ResultStore for MemoryResultStore {
             let notified = self.shared.completed_signal.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(review_id) = self.lock().completed.pop_front() {
-                return Ok(Some(review_id));
+            {
+                let mut state = self.lock();
+                if let Some(review_id) = state.completed.pop_front() {
+                    if let Some(review) = state.reviews.get_mut(&review_id) {
+                        review.taken = true;
+                    }
+                    return Ok(Some(review_id));
+                }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(None);
@@ -148,7 +157,7 @@ impl ResultStore for MemoryResultStore {
             .reviews
             .iter()
             .filter(|(_, review)| {
-                !review.published && !review.cancelled && review.manifest.job.deadline <= now
+                !review.published && (review.taken || review.manifest.job.deadline <= now)
             })
             .map(|(id, review)| (review.manifest.job.deadline, id.clone()))
             .collect();
@@ -291,6 +300,27 @@ mod tests {
             .claim_consolidation("r1", Duration::from_secs(60))
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_taken_but_unpublished_review_is_due_again() {
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&manifest(&["a"], Utc::now() + chrono::Duration::hours(1)))
+            .await
+            .unwrap();
+        store
+            .put_result("r1", &AgentResult::new("a"))
+            .await
+            .unwrap();
+        assert!(store.overdue_reviews(Utc::now()).await.unwrap().is_empty());
+        store
+            .next_completed(Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(store.overdue_reviews(Utc::now()).await.unwrap(), vec!["r1"]);
+        store.finish_consolidation("r1").await.unwrap();
+        assert!(store.overdue_reviews(Utc::now()).await.unwrap().is_empty());
     }
 
     #[tokio::test]

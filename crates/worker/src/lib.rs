@@ -129,6 +129,9 @@ impl Worker {
         let mut consumer = self.queue.consume(concurrency).await?;
         let worker = Arc::new(self);
         let mut in_flight = JoinSet::new();
+        // The queue's prefetch already bounds deliveries; this also bounds the work when a
+        // backend delivers more (several consumers, or prefetch not honoured).
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
         loop {
             tokio::select! {
                 biased;
@@ -138,12 +141,15 @@ impl Worker {
                         tracing::error!(%error, "a task handler panicked; its delivery returns to the queue");
                     }
                 }
-                delivery = consumer.next() => match delivery {
-                    Some(Ok(delivery)) => {
+                delivery = next_with_slot(consumer.as_mut(), &slots) => match delivery {
+                    Some((Ok(delivery), slot)) => {
                         let worker = Arc::clone(&worker);
-                        in_flight.spawn(async move { worker.handle(delivery).await });
+                        in_flight.spawn(async move {
+                            worker.handle(delivery).await;
+                            drop(slot);
+                        });
                     }
-                    Some(Err(error)) => {
+                    Some((Err(error), _slot)) => {
                         tracing::error!(%error, "receiving a task failed");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
@@ -197,6 +203,13 @@ impl Worker {
                 }
                 settle(delivery, true).await;
                 self.emit(event);
+            }
+            Err(deep_review_transport::TransportError::UnknownReview(_)) => {
+                // No manifest will ever appear for it: retrying cannot help, so dead-letter.
+                tracing::error!(review = %review_id, agent = %task.agent.name, "task of an unknown review; dead-lettering it");
+                if let Err(error) = delivery.reject(false).await {
+                    tracing::warn!(%error, "could not dead-letter the task; the queue will redeliver it");
+                }
             }
             Err(error) => {
                 // Not stored means not done: give the task back so it runs again.
@@ -274,6 +287,19 @@ impl Worker {
             let _ignored = progress.send(event);
         }
     }
+}
+
+/// Waits for a free slot, then for the next delivery.
+async fn next_with_slot(
+    consumer: &mut dyn deep_review_transport::TaskConsumer,
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> Option<(
+    Result<Delivery, deep_review_transport::TransportError>,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let slot = Arc::clone(slots).acquire_owned().await.ok()?;
+    let delivery = consumer.next().await?;
+    Some((delivery, slot))
 }
 
 async fn settle(delivery: Delivery, done: bool) {

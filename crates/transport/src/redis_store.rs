@@ -1,0 +1,411 @@
+//! The result store on Redis (redis-rs).
+//!
+//! Keys (every per-review key shares the `{review}` hash tag, so the Lua scripts touch one
+//! Redis Cluster slot):
+//! - `{prefix}:{R}:manifest`: the review manifest, JSON.
+//! - `{prefix}:{R}:results`: hash agent → result JSON; `HSETNX`, so the first write wins.
+//! - `{prefix}:{R}:state`: hash with `expected`, `fired`, `cancelled`, `published`.
+//! - `{prefix}:{R}:claim`: a consolidator's lease (`SET NX PX`).
+//! - `{prefix}:deadlines`: sorted set of unpublished reviews by deadline (ms).
+//! - `{prefix}:completed` → `{prefix}:completing`: reviews whose last result arrived, moved
+//!   with `BLMOVE` while being consolidated, so a consolidator crash loses nothing.
+//!
+//! Everything per review expires after the configured TTL.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deep_review_protocol::{parse_agent_result, parse_json, AgentResult, ReviewManifest};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Script};
+use tokio::sync::Mutex;
+
+use crate::rabbitmq::redact_url;
+use crate::{ResultStore, StoreOutcome, TransportError};
+
+const BACKEND: &str = "Redis";
+
+/// Stores a result unless its agent already has one; fires completion exactly once.
+/// KEYS: results, state. ARGV: agent, result JSON, TTL seconds.
+const PUT_RESULT: &str = r"
+local stored = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if stored == 0 then return {0, 0} end
+local expected = tonumber(redis.call('HGET', KEYS[2], 'expected') or '-1')
+if expected < 0 then return {-1, 0} end
+if redis.call('HLEN', KEYS[1]) >= expected and redis.call('HSETNX', KEYS[2], 'fired', '1') == 1 then
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  return {1, 1}
+end
+return {1, 0}
+";
+
+/// Claims the right to publish unless published or claimed. KEYS: state, claim.
+/// ARGV: claimant, lease ms.
+const CLAIM: &str = r"
+if redis.call('HGET', KEYS[1], 'published') == '1' then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+";
+
+/// Connection and naming of the store.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// How long review records are kept.
+    pub ttl: Duration,
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> TransportError {
+    TransportError::Unavailable {
+        backend: BACKEND,
+        reason: reason.to_string(),
+    }
+}
+
+/// The result store on Redis.
+pub struct RedisResultStore {
+    settings: RedisSettings,
+    client: redis::Client,
+    /// Reconnects by itself; used for everything but blocking reads.
+    connection: ConnectionManager,
+    /// A separate connection for `BLMOVE`: a blocking read must not stall other commands,
+    /// and it needs a response timeout longer than its block (redis-rs defaults to 500 ms).
+    blocking: Mutex<Option<MultiplexedConnection>>,
+    put_result: Script,
+    claim: Script,
+    /// Identifies this process's claims.
+    claimant: String,
+}
+
+impl RedisResultStore {
+    /// Connects (once).
+    pub async fn connect(settings: RedisSettings) -> Result<Self, TransportError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(|error| {
+            unavailable(format!(
+                "invalid Redis URL {}: {error}",
+                redact_url(&settings.url)
+            ))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_max_delay(Duration::from_secs(5));
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|error| {
+                unavailable(format!(
+                    "connecting to {}: {error}",
+                    redact_url(&settings.url)
+                ))
+            })?;
+        Ok(RedisResultStore {
+            settings,
+            client,
+            connection,
+            blocking: Mutex::new(None),
+            put_result: Script::new(PUT_RESULT),
+            claim: Script::new(CLAIM),
+            claimant: format!("{}-{}", std::process::id(), uuid_like()),
+        })
+    }
+
+    fn key(&self, review_id: &str, part: &str) -> String {
+        format!("{}:{{{review_id}}}:{part}", self.settings.prefix)
+    }
+
+    fn global(&self, part: &str) -> String {
+        format!("{}:{part}", self.settings.prefix)
+    }
+
+    fn ttl_seconds(&self) -> u64 {
+        self.settings.ttl.as_secs().max(60)
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+/// A short random-enough token without another dependency: time and address entropy.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    format!("{nanos:08x}")
+}
+
+#[async_trait]
+impl ResultStore for RedisResultStore {
+    async fn create_review(&self, manifest: &ReviewManifest) -> Result<(), TransportError> {
+        let review_id = &manifest.job.id;
+        let json = serde_json::to_string(manifest).map_err(|error| TransportError::Corrupt {
+            what: "review manifest",
+            reason: error.to_string(),
+        })?;
+        let ttl = self.ttl_seconds();
+        let deadline_ms = manifest.job.deadline.timestamp_millis();
+        let mut connection = self.connection();
+        // Per-review keys first, then the global deadline index: a crash in between leaves
+        // a review that is simply never swept, and the scheduler reports the failure.
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.key(review_id, "manifest"))
+            .arg(&json)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl)
+            .ignore()
+            .cmd("HSETNX")
+            .arg(self.key(review_id, "state"))
+            .arg("expected")
+            .arg(manifest.expected_agents.len())
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(self.key(review_id, "state"))
+            .arg(ttl)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.global("deadlines"))
+            .arg("NX")
+            .arg(deadline_ms)
+            .arg(review_id)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn manifest(&self, review_id: &str) -> Result<Option<ReviewManifest>, TransportError> {
+        let mut connection = self.connection();
+        let text: Option<String> = redis::cmd("GET")
+            .arg(self.key(review_id, "manifest"))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        text.map(|text| {
+            parse_json::<ReviewManifest>("review manifest", &text).map_err(|error| {
+                TransportError::Corrupt {
+                    what: "review manifest",
+                    reason: error.to_string(),
+                }
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_result(
+        &self,
+        review_id: &str,
+        result: &AgentResult,
+    ) -> Result<StoreOutcome, TransportError> {
+        let json = serde_json::to_string(result).map_err(|error| TransportError::Corrupt {
+            what: "agent result",
+            reason: error.to_string(),
+        })?;
+        let mut connection = self.connection();
+        let (stored, completed): (i64, i64) = self
+            .put_result
+            .key(self.key(review_id, "results"))
+            .key(self.key(review_id, "state"))
+            .arg(&result.agent)
+            .arg(&json)
+            .arg(self.ttl_seconds())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if stored < 0 {
+            // Written before the check; remove it so an unknown review leaves no trace.
+            let _removed: Result<(), _> = redis::cmd("DEL")
+                .arg(self.key(review_id, "results"))
+                .query_async(&mut connection)
+                .await;
+            return Err(TransportError::UnknownReview(review_id.to_string()));
+        }
+        if completed == 1 {
+            // Outside the script: the list is global and may live in another cluster slot.
+            // Should this push be lost, the deadline sweep still finds the review.
+            redis::cmd("LPUSH")
+                .arg(self.global("completed"))
+                .arg(review_id)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(StoreOutcome {
+            stored: stored == 1,
+            completed_review: completed == 1,
+        })
+    }
+
+    async fn results(&self, review_id: &str) -> Result<Vec<AgentResult>, TransportError> {
+        let mut connection = self.connection();
+        let values: Vec<String> = redis::cmd("HVALS")
+            .arg(self.key(review_id, "results"))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        values
+            .iter()
+            .map(|text| {
+                parse_agent_result(text).map_err(|error| TransportError::Corrupt {
+                    what: "agent result",
+                    reason: error.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    async fn next_completed(&self, timeout: Duration) -> Result<Option<String>, TransportError> {
+        let mut guard = self.blocking.lock().await;
+        if guard.is_none() {
+            let config = AsyncConnectionConfig::new()
+                .set_response_timeout(Some(timeout + Duration::from_secs(5)))
+                .set_connection_timeout(Some(Duration::from_secs(3)));
+            *guard = Some(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(unavailable)?,
+            );
+        }
+        let Some(connection) = guard.as_mut() else {
+            return Err(unavailable("no blocking connection"));
+        };
+        let moved: Result<Option<String>, _> = redis::cmd("BLMOVE")
+            .arg(self.global("completed"))
+            .arg(self.global("completing"))
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(timeout.as_secs_f64().max(0.01))
+            .query_async(connection)
+            .await;
+        match moved {
+            Ok(review_id) => Ok(review_id),
+            Err(error) => {
+                // Rebuild the connection next time.
+                *guard = None;
+                Err(unavailable(error))
+            }
+        }
+    }
+
+    async fn overdue_reviews(&self, now: DateTime<Utc>) -> Result<Vec<String>, TransportError> {
+        let mut connection = self.connection();
+        let (mut due, completing): (Vec<String>, Vec<String>) = redis::pipe()
+            .cmd("ZRANGEBYSCORE")
+            .arg(self.global("deadlines"))
+            .arg("-inf")
+            .arg(now.timestamp_millis())
+            .cmd("LRANGE")
+            .arg(self.global("completing"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        // Complete reviews a crashed consolidator had taken are due again; the claim
+        // keeps a live one from being processed twice.
+        for review_id in completing.into_iter().rev() {
+            if !due.contains(&review_id) {
+                due.push(review_id);
+            }
+        }
+        Ok(due)
+    }
+
+    async fn claim_consolidation(
+        &self,
+        review_id: &str,
+        lease: Duration,
+    ) -> Result<bool, TransportError> {
+        let mut connection = self.connection();
+        let claimed: i64 = self
+            .claim
+            .key(self.key(review_id, "state"))
+            .key(self.key(review_id, "claim"))
+            .arg(&self.claimant)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if claimed == 0 {
+            // Already published: make sure it is not swept again.
+            let published: Option<String> = redis::cmd("HGET")
+                .arg(self.key(review_id, "state"))
+                .arg("published")
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            if published.as_deref() == Some("1") {
+                self.forget_due(review_id).await?;
+            }
+        }
+        Ok(claimed == 1)
+    }
+
+    async fn finish_consolidation(&self, review_id: &str) -> Result<(), TransportError> {
+        let mut connection = self.connection();
+        redis::pipe()
+            .cmd("HSET")
+            .arg(self.key(review_id, "state"))
+            .arg("published")
+            .arg("1")
+            .ignore()
+            .cmd("DEL")
+            .arg(self.key(review_id, "claim"))
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.forget_due(review_id).await
+    }
+
+    async fn cancel_review(&self, review_id: &str) -> Result<(), TransportError> {
+        let mut connection = self.connection();
+        redis::cmd("HSET")
+            .arg(self.key(review_id, "state"))
+            .arg("cancelled")
+            .arg("1")
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn is_cancelled(&self, review_id: &str) -> Result<bool, TransportError> {
+        let mut connection = self.connection();
+        let cancelled: Option<String> = redis::cmd("HGET")
+            .arg(self.key(review_id, "state"))
+            .arg("cancelled")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(cancelled.as_deref() == Some("1"))
+    }
+}
+
+impl RedisResultStore {
+    /// Removes a review from the deadline index and the in-progress list.
+    async fn forget_due(&self, review_id: &str) -> Result<(), TransportError> {
+        let mut connection = self.connection();
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(self.global("deadlines"))
+            .arg(review_id)
+            .ignore()
+            .cmd("LREM")
+            .arg(self.global("completing"))
+            .arg(0)
+            .arg(review_id)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+}

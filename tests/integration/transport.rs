@@ -1,0 +1,301 @@
+//! The queue and store contracts, run against the in-memory doubles and the real RabbitMQ
+//! and Redis, so both behave alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use deep_review_protocol::{
+    AgentResult, AgentSpec, AgentTask, ReviewJob, ReviewManifest, RunnerKind, Source,
+};
+use deep_review_transport::{
+    MemoryResultStore, MemoryTaskQueue, RabbitSettings, RabbitTaskQueue, RedisResultStore,
+    RedisSettings, ResultStore, TaskQueue,
+};
+
+use crate::util::{unique_prefix, Services};
+
+fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> ReviewJob {
+    ReviewJob {
+        schema_version: 1,
+        id: review_id.to_string(),
+        created_at: Utc::now(),
+        source: Source::InlineDiff {
+            diff: "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n".into(),
+        },
+        pull_request: Default::default(),
+        round: 1,
+        agents: agents
+            .iter()
+            .map(|name| AgentSpec {
+                name: name.to_string(),
+                runner: RunnerKind::Builtin,
+                model: None,
+                effort: None,
+                timeout: Duration::from_secs(10),
+                command: vec![],
+                family: None,
+                display_name: None,
+            })
+            .collect(),
+        deadline: Utc::now() + deadline_in,
+    }
+}
+
+async fn store_contract(store: Arc<dyn ResultStore>) {
+    let future = job("r-complete", &["a", "b"], chrono::Duration::hours(1));
+    store
+        .create_review(&ReviewManifest::for_job(&future))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .manifest("r-complete")
+            .await
+            .unwrap()
+            .unwrap()
+            .expected_agents,
+        vec!["a", "b"]
+    );
+    assert!(store.manifest("r-none").await.unwrap().is_none());
+
+    // First write per agent wins; completion fires once, on the last expected agent.
+    let first = store
+        .put_result(
+            "r-complete",
+            &AgentResult::unsuccessful("a", deep_review_protocol::AgentStatus::Failed, "first"),
+        )
+        .await
+        .unwrap();
+    assert!(first.stored && !first.completed_review);
+    let duplicate = store
+        .put_result("r-complete", &AgentResult::new("a"))
+        .await
+        .unwrap();
+    assert!(!duplicate.stored && !duplicate.completed_review);
+    let last = store
+        .put_result("r-complete", &AgentResult::new("b"))
+        .await
+        .unwrap();
+    assert!(last.stored && last.completed_review);
+    assert!(
+        !store
+            .put_result("r-complete", &AgentResult::new("b"))
+            .await
+            .unwrap()
+            .completed_review
+    );
+    let results = store.results("r-complete").await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(
+        results
+            .iter()
+            .find(|result| result.agent == "a")
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("first")
+    );
+
+    // The completion signal is delivered once; a blocking wait longer than redis-rs's
+    // default 500 ms response timeout works.
+    assert_eq!(
+        store
+            .next_completed(Duration::from_secs(2))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("r-complete")
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        store
+            .next_completed(Duration::from_millis(1200))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the wait blocked"
+    );
+
+    // Taken but unpublished: due again (as after a consolidator crash) until published.
+    assert!(store
+        .overdue_reviews(Utc::now())
+        .await
+        .unwrap()
+        .contains(&"r-complete".to_string()));
+    assert!(store
+        .claim_consolidation("r-complete", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .claim_consolidation("r-complete", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "claims are exclusive"
+    );
+    store.finish_consolidation("r-complete").await.unwrap();
+    assert!(
+        !store
+            .claim_consolidation("r-complete", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "published once"
+    );
+    assert!(!store
+        .overdue_reviews(Utc::now())
+        .await
+        .unwrap()
+        .contains(&"r-complete".to_string()));
+
+    // An expired claim can be taken over.
+    let lapsed = job("r-lapsed", &["a"], chrono::Duration::seconds(-1));
+    store
+        .create_review(&ReviewManifest::for_job(&lapsed))
+        .await
+        .unwrap();
+    assert!(store
+        .overdue_reviews(Utc::now())
+        .await
+        .unwrap()
+        .contains(&"r-lapsed".to_string()));
+    assert!(store
+        .claim_consolidation("r-lapsed", Duration::from_millis(200))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store
+        .claim_consolidation("r-lapsed", Duration::from_secs(30))
+        .await
+        .unwrap());
+
+    // Cancellation, and writes for unknown reviews.
+    store.cancel_review("r-lapsed").await.unwrap();
+    assert!(store.is_cancelled("r-lapsed").await.unwrap());
+    assert!(!store.is_cancelled("r-complete").await.unwrap());
+    let unknown = store
+        .put_result("r-unknown", &AgentResult::new("a"))
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("r-unknown"), "{unknown}");
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    store_contract(Arc::new(MemoryResultStore::new())).await;
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_contract() {
+    let services = Services::ensure();
+    let prefix = unique_prefix("store");
+    let store = RedisResultStore::connect(RedisSettings {
+        url: services.redis_url(),
+        prefix: prefix.clone(),
+        ttl: Duration::from_secs(600),
+    })
+    .await
+    .unwrap();
+    store_contract(Arc::new(store)).await;
+    services.cleanup_redis(&prefix).await;
+}
+
+fn task(review_id: &str, agent: &str) -> AgentTask {
+    let job = job(review_id, &[agent], chrono::Duration::hours(1));
+    AgentTask::new(&job, &job.agents[0])
+}
+
+async fn queue_contract(queue: Arc<dyn TaskQueue>) {
+    // A delivery dropped with its consumer comes back, marked redelivered.
+    queue.publish(&task("q1", "a")).await.unwrap();
+    let mut first_consumer = queue.consume(1).await.unwrap();
+    let delivery = first_consumer.next().await.unwrap().unwrap();
+    assert_eq!(delivery.task.task_id, "q1:a");
+    assert_eq!(delivery.previous_deliveries, 0);
+    drop(delivery);
+    drop(first_consumer);
+    let mut consumer = queue.consume(2).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.task.task_id, "q1:a");
+    assert!(again.previous_deliveries >= 1);
+    again.ack().await.unwrap();
+
+    // Rejected with requeue until the delivery limit (2 here), then dead-lettered.
+    queue.publish(&task("q2", "poison")).await.unwrap();
+    for _ in 0..3 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.task.task_id, "q2:poison");
+        delivery.reject(true).await.unwrap();
+    }
+    // Nothing further is delivered.
+    queue.publish(&task("q3", "after")).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.task.task_id, "q3:after",
+        "the poison task is gone from the queue"
+    );
+    next.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_queue_keeps_the_contract() {
+    let queue = MemoryTaskQueue::new(2);
+    queue_contract(Arc::new(queue.clone())).await;
+    assert_eq!(queue.dead_letters().len(), 1);
+}
+
+#[tokio::test]
+async fn rabbitmq_queue_keeps_the_contract() {
+    let services = Services::ensure();
+    let settings = RabbitSettings {
+        url: services.amqp_url(),
+        prefix: unique_prefix("queue"),
+        delivery_limit: 2,
+        runners: vec![RunnerKind::Builtin, RunnerKind::Command],
+        max_backoff: Duration::from_secs(2),
+    };
+    let queue = Arc::new(RabbitTaskQueue::connect(settings.clone()).await.unwrap());
+    queue_contract(queue.clone()).await;
+    // Dead-lettering is asynchronous in quorum queues; give it a moment.
+    let mut dead = 0;
+    for _ in 0..50 {
+        dead = queue.dead_letter_count().await.unwrap();
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead, 1, "the poison task reached the dead-letter queue");
+
+    // Publishing to a runner with no configured queue is refused, not silently dropped.
+    let mut unknown = task("q4", "x");
+    unknown.agent.runner = RunnerKind::Command;
+    let narrow = RabbitTaskQueue::connect(RabbitSettings {
+        runners: vec![RunnerKind::Builtin],
+        ..settings.clone()
+    })
+    .await
+    .unwrap();
+    assert!(narrow
+        .publish(&unknown)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("no queue is configured"));
+    services.cleanup_rabbitmq(&settings).await;
+}
