@@ -29,9 +29,9 @@ pub enum FailOn {
     Fixes,
 }
 
-/// `deep-review review`.
+/// What to review: shared by `review` and `submit`.
 #[derive(Debug, Args)]
-pub struct ReviewArguments {
+pub struct ChangeArguments {
     /// The git repository to review.
     #[arg(long, default_value = ".", value_name = "PATH")]
     repo: PathBuf,
@@ -45,18 +45,32 @@ pub struct ReviewArguments {
     /// Review a unified diff from FILE (`-` for stdin) instead of a repository.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "head"])]
     diff: Option<PathBuf>,
-    /// Directory for report.md, report.html, report.json and agents/.
-    #[arg(long, default_value = "deep-review-report", value_name = "DIR")]
-    out: PathBuf,
     /// Run only these configured agents (repeatable).
     #[arg(long = "agent", value_name = "NAME")]
     agents: Vec<String>,
     /// Title for the report (default: the head commit's subject).
     #[arg(long)]
     title: Option<String>,
+    /// Repository name (`owner/repo`) for the header and round tracking.
+    #[arg(long, value_name = "OWNER/REPO")]
+    repository: Option<String>,
+    /// Pull request number: a new review of the same PR is its next round and supersedes
+    /// the unfinished older one.
+    #[arg(long = "pr", value_name = "NUMBER", requires = "repository")]
+    pull_request: Option<u64>,
     /// Exit with code 3 when the verdict is this bad.
     #[arg(long, value_enum, value_name = "VERDICT")]
-    fail_on: Option<FailOn>,
+    pub fail_on: Option<FailOn>,
+}
+
+/// `deep-review review`.
+#[derive(Debug, Args)]
+pub struct ReviewArguments {
+    #[command(flatten)]
+    change: ChangeArguments,
+    /// Directory for report.md, report.html, report.json and agents/.
+    #[arg(long, default_value = "deep-review-report", value_name = "DIR")]
+    out: PathBuf,
     /// Do not show live progress.
     #[arg(long)]
     quiet: bool,
@@ -79,13 +93,17 @@ pub struct ConsolidateArguments {
     fail_on: Option<FailOn>,
 }
 
-/// Runs an embedded review.
-pub async fn review(settings: &Settings, arguments: ReviewArguments) -> anyhow::Result<ExitCode> {
-    let agents = if arguments.agents.is_empty() {
+/// The review request `change` describes, with the configured line-up (or the selected
+/// part of it).
+pub async fn build_request(
+    settings: &Settings,
+    change: &ChangeArguments,
+) -> anyhow::Result<ReviewRequest> {
+    let agents = if change.agents.is_empty() {
         settings.agents.clone()
     } else {
         let mut selected = Vec::new();
-        for name in &arguments.agents {
+        for name in &change.agents {
             match settings.agents.iter().find(|agent| &agent.name == name) {
                 Some(agent) => selected.push(agent.clone()),
                 None => {
@@ -103,40 +121,50 @@ pub async fn review(settings: &Settings, arguments: ReviewArguments) -> anyhow::
         }
         selected
     };
-    let source = match &arguments.diff {
+    let source = match &change.diff {
         Some(path) => Source::InlineDiff {
             diff: read_diff(path)?,
         },
         None => {
-            let base = match &arguments.base {
+            let base = match &change.base {
                 Some(base) => base.clone(),
                 None => {
-                    Repository::open(&arguments.repo)
+                    Repository::open(&change.repo)
                         .await?
-                        .parent_or_empty_tree(&arguments.head)
+                        .parent_or_empty_tree(&change.head)
                         .await?
                 }
             };
+            // An absolute path, so services started elsewhere read the same directory.
+            let path = std::fs::canonicalize(&change.repo)
+                .with_context(|| format!("reading {}", change.repo.display()))?;
             Source::LocalRepo {
-                path: arguments.repo.display().to_string(),
+                path: path.display().to_string(),
                 base,
-                head: arguments.head.clone(),
+                head: change.head.clone(),
             }
         }
     };
-    let request = ReviewRequest {
+    Ok(ReviewRequest {
         schema_version: SCHEMA_VERSION,
         source,
         pull_request: PullRequestMetadata {
-            title: arguments.title.clone(),
+            title: change.title.clone(),
+            repository: change.repository.clone(),
+            number: change.pull_request,
             ..PullRequestMetadata::default()
         },
         round: None,
         agents,
-    };
+    })
+}
+
+/// Runs an embedded review.
+pub async fn review(settings: &Settings, arguments: ReviewArguments) -> anyhow::Result<ExitCode> {
+    let request = build_request(settings, &arguments.change).await?;
     let report = embedded::review(settings, request, &arguments.out, !arguments.quiet).await?;
     summarise(&report, &arguments.out, settings);
-    Ok(exit_code(&report, arguments.fail_on))
+    Ok(exit_code(&report, arguments.change.fail_on))
 }
 
 /// Rebuilds a report from saved agent results.
@@ -240,7 +268,8 @@ fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
     }
 }
 
-fn summarise(report: &Report, out: &Path, settings: &Settings) {
+/// Prints the verdict, counts, failed agents and where the files are.
+pub fn summarise(report: &Report, out: &Path, settings: &Settings) {
     println!(
         "Verdict: {} — {}",
         report.verdict.verdict.label(),
@@ -266,7 +295,8 @@ fn summarise(report: &Report, out: &Path, settings: &Settings) {
     println!("Report: {}", files.join(", "));
 }
 
-fn exit_code(report: &Report, fail_on: Option<FailOn>) -> ExitCode {
+/// 0, or 3 when the verdict matches `--fail-on`.
+pub fn exit_code(report: &Report, fail_on: Option<FailOn>) -> ExitCode {
     let failing = matches!(
         (fail_on, report.verdict.verdict),
         (Some(FailOn::Rework), Verdict::Rework)

@@ -41,6 +41,8 @@ pub async fn review(
         SchedulerSettings {
             default_agents: settings.agents.clone(),
             deadline_grace: settings.review.deadline_grace,
+            // Everything runs in this process.
+            shared_filesystem: true,
         },
     );
     let job = scheduler

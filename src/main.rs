@@ -4,6 +4,7 @@
 mod commands;
 mod embedded;
 mod progress;
+mod services;
 mod settings;
 
 use std::path::PathBuf;
@@ -20,8 +21,9 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Log filter, e.g. `info` or `deep_review_worker=debug` (RUST_LOG also works).
-    #[arg(long, global = true, default_value = "warn", value_name = "FILTER")]
-    log: String,
+    /// Default: `info` for the services, `warn` otherwise.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -31,6 +33,14 @@ struct Cli {
 enum Command {
     /// Review a local change (or a diff) in this process and write the report.
     Review(commands::ReviewArguments),
+    /// Send a review to the scheduler; with --wait, write its report like `review` does.
+    Submit(services::SubmitArguments),
+    /// Run the scheduler service: the HTTP API that accepts reviews.
+    Scheduler,
+    /// Run a worker service: consume tasks, run agents, store results.
+    Worker,
+    /// Run the consolidator service: build and publish reports.
+    Consolidator,
     /// Rebuild a report from saved agent results (`agents/<agent>.json`).
     Consolidate(commands::ConsolidateArguments),
     /// Print the JSON Schema of a protocol type.
@@ -64,7 +74,11 @@ enum ConfigAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let default_filter = match cli.command {
+        Command::Scheduler | Command::Worker | Command::Consolidator => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_filter));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,6 +119,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Review(arguments) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;
             commands::review(&settings, arguments).await
+        }
+        Command::Submit(arguments) => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            services::submit(&settings, arguments).await
+        }
+        Command::Scheduler => {
+            services::scheduler(&settings::Settings::load(cli.config.as_deref())?).await
+        }
+        Command::Worker => {
+            services::worker(&settings::Settings::load(cli.config.as_deref())?).await
+        }
+        Command::Consolidator => {
+            services::consolidator(&settings::Settings::load(cli.config.as_deref())?).await
         }
         Command::Consolidate(arguments) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;

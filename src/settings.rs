@@ -27,6 +27,74 @@ pub struct Settings {
     pub builtin: BuiltinSettings,
     /// How findings merge and the verdict is decided.
     pub consolidation: ConsolidationSettings,
+    /// The distributed mode's services.
+    pub distributed: DistributedSettings,
+}
+
+/// The distributed mode: RabbitMQ, Redis and the three services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedSettings {
+    /// RabbitMQ URL (`amqp://user:password@host:port/vhost`).
+    pub broker_url: String,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Prefix of every queue, exchange and key, so deployments can share servers.
+    pub prefix: String,
+    /// Runner kinds with a task queue; a worker consumes these.
+    pub runners: Vec<RunnerKind>,
+    /// The broker's `consumer_timeout` (rabbitmq.conf; 30 min by default). Agents must
+    /// finish within it, or the broker closes the channel and redelivers their task.
+    #[serde(with = "humantime_serde")]
+    pub broker_consumer_timeout: Duration,
+    /// Whether every process sees the same filesystem, so local repository paths work.
+    pub shared_filesystem: bool,
+    /// How long review records stay in Redis.
+    #[serde(with = "humantime_serde")]
+    pub result_ttl: Duration,
+    /// Where the scheduler's HTTP API listens.
+    pub scheduler_listen: String,
+    /// Where `deep-review submit` finds the scheduler.
+    pub scheduler_url: String,
+    /// Largest accepted request body (an inline diff lives in it).
+    pub max_request_bytes: usize,
+    /// Where the consolidator writes each review's files (`<dir>/<review id>/`).
+    pub reports_directory: String,
+    /// How long a consolidator's claim on a review lasts before another may take over.
+    #[serde(with = "humantime_serde")]
+    pub consolidation_lease: Duration,
+    /// How often the consolidator looks for overdue reviews.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How long a stopping worker lets in-flight agents finish before leaving them to be
+    /// redelivered.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Longest wait between reconnection attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for DistributedSettings {
+    fn default() -> Self {
+        DistributedSettings {
+            broker_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            redis_url: "redis://127.0.0.1:6379/".to_string(),
+            prefix: "deep-review".to_string(),
+            runners: vec![RunnerKind::Builtin, RunnerKind::Command],
+            broker_consumer_timeout: Duration::from_secs(30 * 60),
+            shared_filesystem: false,
+            result_ttl: Duration::from_secs(7 * 24 * 3600),
+            scheduler_listen: "127.0.0.1:8080".to_string(),
+            scheduler_url: "http://127.0.0.1:8080".to_string(),
+            max_request_bytes: 32 * 1024 * 1024,
+            reports_directory: "deep-review-reports".to_string(),
+            consolidation_lease: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How reviews run.
@@ -38,7 +106,8 @@ pub struct ReviewSettings {
     /// Extra time past the slowest agent's timeout before a partial report is written.
     #[serde(with = "humantime_serde")]
     pub deadline_grace: Duration,
-    /// Deliveries of one task before it is dead-lettered as poison.
+    /// Times one task may be returned to the queue (a crash, a failed store) before it is
+    /// dead-lettered as poison; it is delivered at most this plus one times.
     pub delivery_limit: u32,
     /// Where agent worktrees are created; the system temp directory when empty.
     pub scratch_directory: String,
@@ -76,6 +145,7 @@ impl Default for Settings {
             },
             builtin: BuiltinSettings::default(),
             consolidation: ConsolidationSettings::default(),
+            distributed: DistributedSettings::default(),
         }
     }
 }
@@ -130,6 +200,23 @@ impl Settings {
         Ok(())
     }
 
+    /// The longest agent timeout must fit in the broker's consumer timeout, or the broker
+    /// would take tasks away from agents that are still working.
+    pub fn check_consumer_timeout(&self) -> anyhow::Result<()> {
+        let limit = self.distributed.broker_consumer_timeout;
+        if let Some(agent) = self.agents.iter().find(|agent| agent.timeout >= limit) {
+            bail!(
+                "agent `{}` may run for {}, which is not below the broker's consumer timeout of {}: \
+                 RabbitMQ would close the channel mid-task and redeliver it. Raise consumer_timeout \
+                 in rabbitmq.conf and distributed.broker_consumer_timeout, or lower the agent's timeout",
+                agent.name,
+                humantime::format_duration(agent.timeout),
+                humantime::format_duration(limit)
+            );
+        }
+        Ok(())
+    }
+
     /// Where worktrees go.
     pub fn scratch_directory(&self) -> PathBuf {
         if self.review.scratch_directory.is_empty() {
@@ -178,6 +265,8 @@ fn redact(value: &mut toml::Value, key: Option<&str>) {
         toml::Value::String(text) => {
             if key.is_some_and(secret_key) && !text.is_empty() {
                 *text = "<redacted>".to_string();
+            } else if text.contains("://") && text.contains('@') {
+                *text = deep_review_transport::redact_url(text);
             } else if let Some((name, _)) = text.split_once('=') {
                 if name.starts_with('-')
                     && secret_key(name.trim_start_matches('-').replace('-', "_").as_str())
@@ -197,19 +286,26 @@ mod tests {
     #[test]
     fn defaults_round_trip_through_toml() {
         let text = Settings::default().to_redacted_toml().unwrap();
-        let parsed: Settings = toml::from_str(&text).unwrap();
+        let mut parsed: Settings = toml::from_str(&text).unwrap();
+        // The only difference is the broker password, which is never shown.
+        assert_eq!(parsed.distributed.broker_url, "amqp://guest:***@127.0.0.1:5672/%2f");
+        parsed.distributed.broker_url = Settings::default().distributed.broker_url;
         assert_eq!(parsed, Settings::default());
     }
 
     #[test]
     fn secrets_are_redacted() {
         let mut value: toml::Value = toml::from_str(
-            "github_token = 'abc'\napi_key_env = 'ANTHROPIC_API_KEY'\n[[agents]]\ncommand = ['tool', '--api-key=xyz', '--verbose']\n",
+            "broker = 'amqp://user:hunter2@host/'\ngithub_token = 'abc'\napi_key_env = 'ANTHROPIC_API_KEY'\n[[agents]]\ncommand = ['tool', '--api-key=xyz', '--verbose']\n",
         )
         .unwrap();
         redact(&mut value, None);
         let text = value.to_string();
-        assert!(!text.contains("abc") && !text.contains("xyz"), "{text}");
+        assert!(
+            !text.contains("abc") && !text.contains("xyz") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(text.contains("amqp://user:***@host/"), "{text}");
         assert!(text.contains("ANTHROPIC_API_KEY"), "{text}");
         assert!(text.contains("--verbose"), "{text}");
     }

@@ -9,7 +9,9 @@ mod similarity;
 mod summary;
 
 pub use engine::{consolidate, ConsolidationSettings, VerdictRules};
-pub use publish::{safe_file_name, FilesPublisher, OutputFormat, PublishError, Publisher};
+pub use publish::{
+    safe_file_name, FilesPublisher, OutputFormat, PublishError, Publisher, StorePublisher,
+};
 pub use service::{Consolidator, ConsolidatorError, ConsolidatorSettings};
 
 /// `19 min 7 s`, `4.2 s`, `350 ms`: durations as the report shows them.

@@ -30,6 +30,40 @@ pub trait Publisher: Send + Sync {
         -> Result<(), PublishError>;
 }
 
+/// Saves the report in the result store, where `GET /v1/reviews/{id}` and
+/// `deep-review submit --wait` on other machines find it.
+pub struct StorePublisher {
+    store: std::sync::Arc<dyn deep_review_transport::ResultStore>,
+}
+
+impl StorePublisher {
+    /// Publishes into `store`.
+    pub fn new(store: std::sync::Arc<dyn deep_review_transport::ResultStore>) -> Self {
+        StorePublisher { store }
+    }
+}
+
+#[async_trait]
+impl Publisher for StorePublisher {
+    fn name(&self) -> String {
+        "result store".to_string()
+    }
+
+    async fn publish(
+        &self,
+        _manifest: &ReviewManifest,
+        report: &Report,
+    ) -> Result<(), PublishError> {
+        self.store
+            .save_report(report)
+            .await
+            .map_err(|error| PublishError {
+                publisher: self.name(),
+                reason: error.to_string(),
+            })
+    }
+}
+
 /// A report file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

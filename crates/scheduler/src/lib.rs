@@ -39,6 +39,9 @@ pub struct SchedulerSettings {
     /// Time the consolidator waits beyond the slowest agent's timeout before writing a
     /// partial report; covers queue wait and result storage.
     pub deadline_grace: Duration,
+    /// Whether every process sees the same filesystem, so a local repository path given by
+    /// the requester is readable by the workers. Off for workers on other machines.
+    pub shared_filesystem: bool,
 }
 
 /// Accepts review requests and dispatches their tasks.
@@ -64,17 +67,50 @@ impl Scheduler {
 
     /// Prepares `request` and dispatches it: the manifest is stored before any task is
     /// published, so a fast worker never writes a result for an unknown review.
+    ///
+    /// A request for a pull request that was reviewed before becomes its next round, and
+    /// the older round is cancelled: workers skip its remaining tasks and its report is
+    /// not published.
     pub async fn submit(&self, request: ReviewRequest) -> Result<ReviewJob, SchedulerError> {
-        let job = prepare_job(request, &self.settings, Utc::now()).await?;
+        if let (Source::LocalRepo { path, .. }, false) =
+            (&request.source, self.settings.shared_filesystem)
+        {
+            return Err(SchedulerError::InvalidRequest(format!(
+                "the local path {path} is only readable by workers that share this filesystem, and \
+                 `distributed.shared_filesystem` is off; send the diff inline or a git URL instead"
+            )));
+        }
+        let explicit_round = request.round;
+        let mut job = prepare_job(request, &self.settings, Utc::now()).await?;
+        let mut superseded = None;
+        if let Some(key) = pull_request_key(&job) {
+            let (round, previous) = self.store.next_round(&key, &job.id).await?;
+            job.round = explicit_round.unwrap_or(round);
+            superseded = previous;
+        }
         self.store
             .create_review(&ReviewManifest::for_job(&job))
             .await?;
+        if let Some(previous) = superseded {
+            self.store.cancel_review(&previous).await?;
+            tracing::info!(review = %job.id, superseded = %previous, round = job.round, "newer round supersedes the older one");
+        }
         for agent in &job.agents {
             self.queue.publish(&AgentTask::new(&job, agent)).await?;
         }
         tracing::info!(review = %job.id, agents = job.agents.len(), deadline = %job.deadline, "review scheduled");
         Ok(job)
     }
+}
+
+/// `owner/repo#42` for a job about a pull request; rounds are counted per key.
+fn pull_request_key(job: &ReviewJob) -> Option<String> {
+    let pull_request = &job.pull_request;
+    Some(format!(
+        "{}#{}",
+        pull_request.repository.as_ref()?,
+        pull_request.number?
+    ))
 }
 
 /// Validates `request` and resolves it into a job accepted at `now`.
@@ -224,6 +260,7 @@ mod tests {
         SchedulerSettings {
             default_agents: vec![agent("builtin")],
             deadline_grace: Duration::from_secs(30),
+            shared_filesystem: true,
         }
     }
 
@@ -287,6 +324,41 @@ mod tests {
         let mut empty = diff_request(vec![]);
         empty.source = Source::InlineDiff { diff: " \n".into() };
         assert!(prepare_job(empty, &settings(), now).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_new_round_supersedes_the_old_one() {
+        let queue = MemoryTaskQueue::new(3);
+        let store = MemoryResultStore::new();
+        let scheduler =
+            Scheduler::new(Arc::new(queue.clone()), Arc::new(store.clone()), settings());
+        let mut request = diff_request(vec![agent("a")]);
+        request.pull_request.repository = Some("acme/shop".into());
+        request.pull_request.number = Some(7);
+        let first = scheduler.submit(request.clone()).await.unwrap();
+        let second = scheduler.submit(request).await.unwrap();
+        assert_eq!((first.round, second.round), (1, 2));
+        assert!(store.is_cancelled(&first.id).await.unwrap());
+        assert!(!store.is_cancelled(&second.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn local_paths_need_a_shared_filesystem() {
+        let mut no_sharing = settings();
+        no_sharing.shared_filesystem = false;
+        let scheduler = Scheduler::new(
+            Arc::new(MemoryTaskQueue::new(3)),
+            Arc::new(MemoryResultStore::new()),
+            no_sharing,
+        );
+        let mut request = diff_request(vec![]);
+        request.source = Source::LocalRepo {
+            path: "/srv/repo".into(),
+            base: "a".into(),
+            head: "b".into(),
+        };
+        let error = scheduler.submit(request).await.unwrap_err();
+        assert!(error.to_string().contains("shared_filesystem"), "{error}");
     }
 
     #[test]

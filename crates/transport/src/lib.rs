@@ -15,13 +15,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deep_review_protocol::{AgentResult, AgentTask, ReviewManifest};
+use deep_review_protocol::{AgentResult, AgentTask, Report, ReviewManifest};
 
 pub use memory_queue::MemoryTaskQueue;
 pub use memory_store::MemoryResultStore;
 pub use rabbitmq::{redact_url, RabbitSettings, RabbitTaskQueue};
 pub use redis_store::{RedisResultStore, RedisSettings};
+
 pub use tokio_util::sync::CancellationToken;
+
+/// The wait before reconnection attempt `attempt`: 100 ms doubling up to `max`, plus
+/// jitter so many processes do not reconnect in lockstep.
+pub fn backoff_delay(attempt: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(10));
+    let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % 100;
+    base.min(max) + Duration::from_millis(jitter)
+}
 
 /// A failure of the queue or store backend.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +126,21 @@ pub struct StoreOutcome {
     pub completed_review: bool,
 }
 
+/// What the store knows of one review, for status queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReviewStatus {
+    /// Agents whose result is stored.
+    pub results: usize,
+    /// Agents expected.
+    pub expected: usize,
+    /// Superseded or cancelled: no report will be published.
+    pub cancelled: bool,
+    /// The report is published.
+    pub published: bool,
+    /// How many times a report was saved; more than one would mean a duplicate.
+    pub publications: u64,
+}
+
 /// Where workers put agent results and the consolidator finds complete or overdue reviews.
 #[async_trait]
 pub trait ResultStore: Send + Sync + 'static {
@@ -160,4 +184,21 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// Whether `review_id` was cancelled.
     async fn is_cancelled(&self, review_id: &str) -> Result<bool, TransportError>;
+
+    /// Stores the published report, so clients on other machines can fetch it.
+    async fn save_report(&self, report: &Report) -> Result<(), TransportError>;
+
+    /// The published report of `review_id`, if any.
+    async fn report(&self, review_id: &str) -> Result<Option<Report>, TransportError>;
+
+    /// The status of `review_id`; `None` when the store does not know it.
+    async fn status(&self, review_id: &str) -> Result<Option<ReviewStatus>, TransportError>;
+
+    /// Records `review_id` as the newest round of the pull request `pull_request_key`
+    /// (e.g. `owner/repo#42`). Returns the round it became and the review it superseded.
+    async fn next_round(
+        &self,
+        pull_request_key: &str,
+        review_id: &str,
+    ) -> Result<(u32, Option<String>), TransportError>;
 }

@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deep_review_protocol::{AgentResult, ReviewManifest};
+use deep_review_protocol::{AgentResult, Report, ReviewManifest};
 use tokio::sync::Notify;
 
-use crate::{ResultStore, StoreOutcome, TransportError};
+use crate::{ResultStore, ReviewStatus, StoreOutcome, TransportError};
 
 /// An in-process result store with the same guarantees as the Redis one. For the embedded
 /// mode and unit tests.
@@ -28,6 +28,8 @@ struct State {
     reviews: HashMap<String, Review>,
     /// Reviews whose last result came in, oldest first, not yet taken.
     completed: VecDeque<String>,
+    /// Newest review and round per pull request.
+    rounds: HashMap<String, (String, u32)>,
 }
 
 struct Review {
@@ -42,6 +44,8 @@ struct Review {
     published: bool,
     /// Until when a consolidator holds the right to publish.
     lease_until: Option<Instant>,
+    report: Option<Report>,
+    publications: u64,
 }
 
 impl MemoryResultStore {
@@ -74,6 +78,8 @@ impl ResultStore for MemoryResultStore {
                 cancelled: false,
                 published: false,
                 lease_until: None,
+                report: None,
+                publications: 0,
             });
         Ok(())
     }
@@ -205,6 +211,53 @@ impl ResultStore for MemoryResultStore {
             .reviews
             .get(review_id)
             .is_some_and(|review| review.cancelled))
+    }
+
+    async fn save_report(&self, report: &Report) -> Result<(), TransportError> {
+        let mut state = self.lock();
+        let review = state
+            .reviews
+            .get_mut(&report.review_id)
+            .ok_or_else(|| TransportError::UnknownReview(report.review_id.clone()))?;
+        review.report = Some(report.clone());
+        review.publications += 1;
+        Ok(())
+    }
+
+    async fn report(&self, review_id: &str) -> Result<Option<Report>, TransportError> {
+        Ok(self
+            .lock()
+            .reviews
+            .get(review_id)
+            .and_then(|review| review.report.clone()))
+    }
+
+    async fn status(&self, review_id: &str) -> Result<Option<ReviewStatus>, TransportError> {
+        Ok(self
+            .lock()
+            .reviews
+            .get(review_id)
+            .map(|review| ReviewStatus {
+                results: review.results.len(),
+                expected: review.manifest.expected_agents.len(),
+                cancelled: review.cancelled,
+                published: review.published,
+                publications: review.publications,
+            }))
+    }
+
+    async fn next_round(
+        &self,
+        pull_request_key: &str,
+        review_id: &str,
+    ) -> Result<(u32, Option<String>), TransportError> {
+        let mut state = self.lock();
+        let previous = state.rounds.get(pull_request_key).cloned();
+        let round = previous.as_ref().map_or(1, |(_, round)| round + 1);
+        state
+            .rounds
+            .insert(pull_request_key.to_string(), (review_id.to_string(), round));
+        Ok((round, previous.map(|(id, _)| id)))
     }
 }
 

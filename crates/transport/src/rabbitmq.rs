@@ -189,13 +189,8 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Waits `attempt`'s backoff: 100 ms doubling up to `max`, with jitter so many workers do
-/// not reconnect in lockstep.
-pub(crate) async fn backoff(attempt: u32, max: Duration) {
-    let base = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(10));
-    let capped = base.min(max);
-    let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % 100;
-    tokio::time::sleep(capped + Duration::from_millis(jitter)).await;
+async fn backoff(attempt: u32, max: Duration) {
+    tokio::time::sleep(crate::backoff_delay(attempt, max)).await;
 }
 
 /// The task queue on RabbitMQ.

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deep_review_protocol::{parse_agent_result, parse_json, AgentResult, ReviewManifest};
+use deep_review_protocol::{parse_agent_result, parse_json, AgentResult, Report, ReviewManifest};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::Mutex;
 
 use crate::rabbitmq::redact_url;
-use crate::{ResultStore, StoreOutcome, TransportError};
+use crate::{ResultStore, ReviewStatus, StoreOutcome, TransportError};
 
 const BACKEND: &str = "Redis";
 
@@ -47,6 +47,16 @@ const CLAIM: &str = r"
 if redis.call('HGET', KEYS[1], 'published') == '1' then return 0 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
+";
+
+/// Makes `review` the newest round of a pull request. KEYS: the pull request's hash.
+/// ARGV: review id, TTL seconds. Returns {round, previous review id or ''}.
+const NEXT_ROUND: &str = r"
+local previous = redis.call('HGET', KEYS[1], 'review') or ''
+local round = redis.call('HINCRBY', KEYS[1], 'round', 1)
+redis.call('HSET', KEYS[1], 'review', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {round, previous}
 ";
 
 /// Connection and naming of the store.
@@ -78,6 +88,7 @@ pub struct RedisResultStore {
     blocking: Mutex<Option<MultiplexedConnection>>,
     put_result: Script,
     claim: Script,
+    next_round: Script,
     /// Identifies this process's claims.
     claimant: String,
 }
@@ -111,6 +122,7 @@ impl RedisResultStore {
             blocking: Mutex::new(None),
             put_result: Script::new(PUT_RESULT),
             claim: Script::new(CLAIM),
+            next_round: Script::new(NEXT_ROUND),
             claimant: format!("{}-{}", std::process::id(), uuid_like()),
         })
     }
@@ -376,6 +388,91 @@ impl ResultStore for RedisResultStore {
             .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    async fn save_report(&self, report: &Report) -> Result<(), TransportError> {
+        let json = serde_json::to_string(report).map_err(|error| TransportError::Corrupt {
+            what: "report",
+            reason: error.to_string(),
+        })?;
+        let mut connection = self.connection();
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.key(&report.review_id, "report"))
+            .arg(&json)
+            .arg("EX")
+            .arg(self.ttl_seconds())
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(self.key(&report.review_id, "state"))
+            .arg("publications")
+            .arg(1)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn report(&self, review_id: &str) -> Result<Option<Report>, TransportError> {
+        let mut connection = self.connection();
+        let text: Option<String> = redis::cmd("GET")
+            .arg(self.key(review_id, "report"))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        text.map(|text| {
+            parse_json::<Report>("report", &text).map_err(|error| TransportError::Corrupt {
+                what: "report",
+                reason: error.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn status(&self, review_id: &str) -> Result<Option<ReviewStatus>, TransportError> {
+        let mut connection = self.connection();
+        let (state, results): (std::collections::HashMap<String, String>, usize) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(self.key(review_id, "state"))
+            .cmd("HLEN")
+            .arg(self.key(review_id, "results"))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if state.is_empty() {
+            return Ok(None);
+        }
+        let flag = |name: &str| state.get(name).map(String::as_str) == Some("1");
+        let number = |name: &str| {
+            state
+                .get(name)
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(Some(ReviewStatus {
+            results,
+            expected: usize::try_from(number("expected")).unwrap_or(usize::MAX),
+            cancelled: flag("cancelled"),
+            published: flag("published"),
+            publications: number("publications"),
+        }))
+    }
+
+    async fn next_round(
+        &self,
+        pull_request_key: &str,
+        review_id: &str,
+    ) -> Result<(u32, Option<String>), TransportError> {
+        let mut connection = self.connection();
+        let (round, previous): (u32, String) = self
+            .next_round
+            .key(self.global(&format!("pr:{pull_request_key}")))
+            .arg(review_id)
+            .arg(self.ttl_seconds())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok((round, (!previous.is_empty()).then_some(previous)))
     }
 
     async fn is_cancelled(&self, review_id: &str) -> Result<bool, TransportError> {

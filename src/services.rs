@@ -1,0 +1,419 @@
+//! The distributed mode: `deep-review scheduler|worker|consolidator`, each a long-running
+//! service over RabbitMQ and Redis, and `deep-review submit`, their client.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use deep_review_consolidator::{
+    Consolidator, ConsolidatorSettings, FilesPublisher, Publisher, StorePublisher,
+};
+use deep_review_protocol::{Report, ReviewJob, ReviewManifest, ReviewRequest};
+use deep_review_scheduler::{Scheduler, SchedulerError, SchedulerSettings};
+use deep_review_transport::{
+    backoff_delay, redact_url, CancellationToken, RabbitSettings, RabbitTaskQueue,
+    RedisResultStore, RedisSettings, ResultStore, TransportError,
+};
+use deep_review_worker::{Worker, WorkerSettings};
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{build_request, summarise, ChangeArguments};
+use crate::settings::Settings;
+
+/// A token cancelled on SIGTERM or SIGINT, so services stop gracefully.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+            () = terminate => tracing::info!("SIGTERM received; shutting down"),
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+/// Retries `connect` with backoff until it succeeds or `shutdown`, logging each failure, so
+/// a service started before its dependencies waits instead of crash-looping silently.
+async fn connect_with_retry<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    max_backoff: Duration,
+    mut connect: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TransportError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match connect().await {
+            Ok(connected) => {
+                if attempt > 0 {
+                    tracing::info!(attempts = attempt + 1, "connected to {what}");
+                }
+                return Ok(connected);
+            }
+            Err(error) => {
+                let delay = backoff_delay(attempt, max_backoff);
+                tracing::warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "{what} is unavailable; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => bail!("stopped before {what} became available: {error}"),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+fn rabbit_settings(settings: &Settings) -> RabbitSettings {
+    RabbitSettings {
+        url: settings.distributed.broker_url.clone(),
+        prefix: settings.distributed.prefix.clone(),
+        delivery_limit: settings.review.delivery_limit,
+        runners: settings.distributed.runners.clone(),
+        max_backoff: settings.distributed.max_backoff,
+    }
+}
+
+async fn connect_queue(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<RabbitTaskQueue> {
+    let rabbit = rabbit_settings(settings);
+    let what = format!("RabbitMQ at {}", redact_url(&rabbit.url));
+    connect_with_retry(&what, shutdown, settings.distributed.max_backoff, || {
+        RabbitTaskQueue::connect(rabbit.clone())
+    })
+    .await
+}
+
+async fn connect_store(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<RedisResultStore> {
+    let redis = RedisSettings {
+        url: settings.distributed.redis_url.clone(),
+        prefix: settings.distributed.prefix.clone(),
+        ttl: settings.distributed.result_ttl,
+    };
+    let what = format!("Redis at {}", redact_url(&redis.url));
+    connect_with_retry(&what, shutdown, settings.distributed.max_backoff, || {
+        RedisResultStore::connect(redis.clone())
+    })
+    .await
+}
+
+/// `deep-review worker`: consumes tasks until SIGTERM, then drains.
+pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
+    settings.check_consumer_timeout()?;
+    let shutdown = shutdown_on_signals();
+    let queue = connect_queue(settings, &shutdown).await?;
+    let store = connect_store(settings, &shutdown).await?;
+    tracing::info!(runners = ?settings.distributed.runners, concurrency = settings.review.concurrency, "worker started");
+    let worker = Worker::new(
+        Arc::new(queue),
+        Arc::new(store),
+        crate::embedded::runners(settings),
+        WorkerSettings {
+            concurrency: settings.review.concurrency,
+            scratch_directory: settings.scratch_directory(),
+            drain_timeout: settings.distributed.drain_timeout,
+        },
+    );
+    worker.run(shutdown).await.context("the worker stopped")?;
+    tracing::info!("worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deep-review consolidator`: publishes reports until SIGTERM.
+pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let shutdown = shutdown_on_signals();
+    let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
+    let publishers: Vec<Arc<dyn Publisher>> = vec![
+        Arc::new(FilesPublisher::per_review(
+            &settings.distributed.reports_directory,
+            settings.output.formats.clone(),
+        )),
+        // Last, so a report is only visible to clients once its files exist.
+        Arc::new(StorePublisher::new(Arc::clone(&store))),
+    ];
+    let consolidator = Consolidator::new(
+        store,
+        publishers,
+        ConsolidatorSettings {
+            consolidation: settings.consolidation.clone(),
+            lease: settings.distributed.consolidation_lease,
+            sweep_interval: settings.distributed.sweep_interval,
+        },
+    );
+    tracing::info!(reports = %settings.distributed.reports_directory, "consolidator started");
+    consolidator
+        .run(shutdown, None)
+        .await
+        .context("the consolidator stopped")?;
+    tracing::info!("consolidator stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone)]
+struct ApiState {
+    scheduler: Arc<Scheduler>,
+    store: Arc<dyn ResultStore>,
+}
+
+/// The answer to `POST /v1/reviews`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The review id.
+    pub id: String,
+    /// Its round.
+    pub round: u32,
+    /// Where to poll.
+    pub status_url: String,
+}
+
+/// The answer to `GET /v1/reviews/{id}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReviewState {
+    /// The review id.
+    pub id: String,
+    /// `pending`, `published` or `superseded`.
+    pub status: String,
+    /// Agents that delivered a result.
+    pub results: usize,
+    /// Agents expected.
+    pub expected: usize,
+    /// The review job.
+    pub job: Option<ReviewJob>,
+    /// The report, once published.
+    pub report: Option<Report>,
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SchedulerError> for ApiError {
+    fn from(error: SchedulerError) -> Self {
+        let status = match error {
+            SchedulerError::InvalidRequest(_) | SchedulerError::Git(_) => StatusCode::BAD_REQUEST,
+            SchedulerError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
+impl From<TransportError> for ApiError {
+    fn from(error: TransportError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+    }
+}
+
+async fn create_review(
+    State(state): State<ApiState>,
+    Json(request): Json<ReviewRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let job = state.scheduler.submit(request).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            status_url: format!("/v1/reviews/{}", job.id),
+            id: job.id,
+            round: job.round,
+        }),
+    ))
+}
+
+async fn review_state(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReviewState>, ApiError> {
+    let Some(status) = state.store.status(&id).await? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no review {id}")));
+    };
+    let report = if status.published {
+        state.store.report(&id).await?
+    } else {
+        None
+    };
+    let label = if status.cancelled {
+        "superseded"
+    } else if report.is_some() {
+        "published"
+    } else {
+        "pending"
+    };
+    Ok(Json(ReviewState {
+        id: id.clone(),
+        status: label.to_string(),
+        results: status.results,
+        expected: status.expected,
+        job: state
+            .store
+            .manifest(&id)
+            .await?
+            .map(|manifest| manifest.job),
+        report,
+    }))
+}
+
+/// `deep-review scheduler`: the HTTP API that accepts reviews.
+pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
+    settings.check_consumer_timeout()?;
+    let shutdown = shutdown_on_signals();
+    let queue = connect_queue(settings, &shutdown).await?;
+    let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
+    let scheduler = Scheduler::new(
+        Arc::new(queue),
+        Arc::clone(&store),
+        SchedulerSettings {
+            default_agents: settings.agents.clone(),
+            deadline_grace: settings.review.deadline_grace,
+            shared_filesystem: settings.distributed.shared_filesystem,
+        },
+    );
+    let app = Router::new()
+        .route("/v1/reviews", post(create_review))
+        .route("/v1/reviews/{id}", get(review_state))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(
+            settings.distributed.max_request_bytes,
+        ))
+        .with_state(ApiState {
+            scheduler: Arc::new(scheduler),
+            store,
+        });
+    let listener = tokio::net::TcpListener::bind(&settings.distributed.scheduler_listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.distributed.scheduler_listen))?;
+    tracing::info!(address = %listener.local_addr()?, "scheduler listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("scheduler stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deep-review submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArguments {
+    #[command(flatten)]
+    change: ChangeArguments,
+    /// Wait for the report and write its files to `--out`.
+    #[arg(long)]
+    wait: bool,
+    /// Directory for the report files, with `--wait`.
+    #[arg(long, default_value = "deep-review-report", value_name = "DIR")]
+    out: PathBuf,
+    /// Give up waiting after this long (e.g. `30m`).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// The scheduler's URL (default: distributed.scheduler_url).
+    #[arg(long)]
+    scheduler: Option<String>,
+}
+
+/// Sends a review request to the scheduler and, with `--wait`, writes its report.
+pub async fn submit(settings: &Settings, arguments: SubmitArguments) -> anyhow::Result<ExitCode> {
+    let request = build_request(settings, &arguments.change).await?;
+    let base = arguments
+        .scheduler
+        .clone()
+        .unwrap_or_else(|| settings.distributed.scheduler_url.clone());
+    let base = base.trim_end_matches('/').to_string();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the HTTP client")?;
+    let response = client
+        .post(format!("{base}/v1/reviews"))
+        .json(&request)
+        .send()
+        .await
+        .with_context(|| format!("sending the review to the scheduler at {base}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("the scheduler refused the review ({status}): {body}");
+    }
+    let accepted: Accepted = response
+        .json()
+        .await
+        .context("reading the scheduler's answer")?;
+    println!("Review {} accepted (round {})", accepted.id, accepted.round);
+    if !arguments.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = Instant::now();
+    let state = loop {
+        let state: ReviewState = client
+            .get(format!("{base}{}", accepted.status_url))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("asking the scheduler about review {}", accepted.id))?
+            .json()
+            .await
+            .context("reading the review's state")?;
+        match state.status.as_str() {
+            "published" => break state,
+            "superseded" => bail!(
+                "review {} was superseded by a newer round; no report",
+                accepted.id
+            ),
+            _ => {}
+        }
+        if started.elapsed() > arguments.timeout {
+            bail!(
+                "no report for review {} after {} ({} of {} agents done)",
+                accepted.id,
+                humantime::format_duration(arguments.timeout),
+                state.results,
+                state.expected
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (Some(job), Some(report)) = (state.job, state.report) else {
+        return Err(anyhow!(
+            "the scheduler said review {} is published but sent no report",
+            accepted.id
+        ));
+    };
+    FilesPublisher::into_directory(&arguments.out, settings.output.formats.clone())
+        .publish(&ReviewManifest::for_job(&job), &report)
+        .await?;
+    summarise(&report, &arguments.out, settings);
+    Ok(crate::commands::exit_code(
+        &report,
+        arguments.change.fail_on,
+    ))
+}
