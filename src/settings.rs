@@ -288,7 +288,10 @@ mod tests {
         let text = Settings::default().to_redacted_toml().unwrap();
         let mut parsed: Settings = toml::from_str(&text).unwrap();
         // The only difference is the broker password, which is never shown.
-        assert_eq!(parsed.distributed.broker_url, "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            parsed.distributed.broker_url,
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
         parsed.distributed.broker_url = Settings::default().distributed.broker_url;
         assert_eq!(parsed, Settings::default());
     }

@@ -261,3 +261,219 @@ impl Services {
             .await;
     }
 }
+
+/// The three services as child processes of the real binary, with their own prefix,
+/// port and report directory; stopped and cleaned up by [`Cluster::shutdown`].
+pub struct Cluster {
+    pub directory: tempfile::TempDir,
+    pub config: PathBuf,
+    pub prefix: String,
+    pub port: u16,
+    children: Vec<(String, std::process::Child)>,
+}
+
+impl Cluster {
+    /// Writes a configuration with `agents_toml` (the line-up) and `extra_distributed`
+    /// lines for the `[distributed]` table.
+    pub fn new(agents_toml: &str, extra_distributed: &str) -> Self {
+        Services::ensure();
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let prefix = unique_prefix("cluster");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let config = directory.path().join("deep-review.toml");
+        let text = format!(
+            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\nshared_filesystem = true\nscheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
+            directory.path().join("reports").display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Cluster {
+            directory,
+            config,
+            prefix,
+            port,
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts `deep-review <role>` with this cluster's configuration (or `config`).
+    pub fn start(&mut self, role: &str) -> usize {
+        let config = self.config.clone();
+        self.start_with_config(role, &config)
+    }
+
+    /// Starts `deep-review <role>` with `config`.
+    pub fn start_with_config(&mut self, role: &str, config: &Path) -> usize {
+        let log = std::fs::File::create(
+            self.directory
+                .path()
+                .join(format!("{role}-{}.log", self.children.len())),
+        )
+        .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_deep-review"))
+            .args([
+                "--config",
+                config.to_str().expect("utf-8"),
+                "--log",
+                "info",
+                role,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start service");
+        self.children.push((role.to_string(), child));
+        self.children.len() - 1
+    }
+
+    /// Kills service `index` with SIGKILL, as a crash would.
+    pub fn kill(&mut self, index: usize) {
+        let (_, child) = &mut self.children[index];
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// Stops service `index` with SIGTERM and returns its exit status.
+    pub fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+        let (_, child) = &mut self.children[index];
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        child.wait().expect("wait")
+    }
+
+    /// Waits until the scheduler answers.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if let Ok(response) = client
+                .get(format!("http://127.0.0.1:{}/healthz", self.port))
+                .send()
+                .await
+            {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the scheduler did not come up:\n{}", self.logs());
+    }
+
+    /// `deep-review submit` against this cluster.
+    pub fn submit(&self, arguments: &[&str]) -> Output {
+        let mut all = vec!["--config", self.config.to_str().expect("utf-8"), "submit"];
+        all.extend(arguments);
+        deep_review(&all)
+    }
+
+    /// `GET /v1/reviews/{id}`.
+    pub async fn state(&self, review_id: &str) -> serde_json::Value {
+        reqwest::get(format!(
+            "http://127.0.0.1:{}/v1/reviews/{review_id}",
+            self.port
+        ))
+        .await
+        .expect("GET review")
+        .json()
+        .await
+        .expect("JSON state")
+    }
+
+    /// Polls the review until its status is `wanted`, or panics with the logs.
+    pub async fn wait_for_status(
+        &self,
+        review_id: &str,
+        wanted: &str,
+        within: std::time::Duration,
+    ) -> serde_json::Value {
+        let started = std::time::Instant::now();
+        loop {
+            let state = self.state(review_id).await;
+            if state["status"] == wanted {
+                return state;
+            }
+            if started.elapsed() > within {
+                panic!(
+                    "review {review_id} is {} after {within:?}, not {wanted}:\n{}",
+                    state["status"],
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every service's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for (index, (role, _)) in self.children.iter().enumerate() {
+            let path = self.directory.path().join(format!("{role}-{index}.log"));
+            all.push_str(&format!(
+                "--- {role} #{index}\n{}\n",
+                std::fs::read_to_string(path).unwrap_or_default()
+            ));
+        }
+        all
+    }
+
+    /// The report directory of `review_id`.
+    pub fn report_directory(&self, review_id: &str) -> PathBuf {
+        self.directory.path().join("reports").join(review_id)
+    }
+
+    /// Stops every service and deletes this cluster's queues and keys.
+    pub async fn shutdown(mut self) {
+        for (_, child) in &mut self.children {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+        let services = Services;
+        services.cleanup_redis(&self.prefix).await;
+        services
+            .cleanup_rabbitmq(&deep_review_transport::RabbitSettings {
+                url: services.amqp_url(),
+                prefix: self.prefix.clone(),
+                delivery_limit: 5,
+                runners: vec![
+                    deep_review_protocol::RunnerKind::Builtin,
+                    deep_review_protocol::RunnerKind::Command,
+                ],
+                max_backoff: std::time::Duration::from_secs(1),
+            })
+            .await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A failed test must not leave services running.
+        for (_, child) in &mut self.children {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+    }
+}
+
+/// The id in `submit`'s "Review <id> accepted" line.
+pub fn accepted_id(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Review ")
+                .and_then(|rest| rest.split_whitespace().next())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no review id in: {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+        .to_string()
+}

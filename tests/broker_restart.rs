@@ -1,0 +1,88 @@
+//! A RabbitMQ restart (`rabbitmqctl stop_app` / `start_app`) in the middle of reviews: the
+//! services reconnect, re-declare and re-consume, and every review completes.
+
+#[path = "integration/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::process::Command;
+use std::time::Duration;
+
+use util::{accepted_id, expect_success, fixture, repository_with_known_problems, Cluster};
+
+fn rabbitmqctl(action: &str) {
+    let output = Command::new("rabbitmqctl")
+        .arg(action)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {action}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn reviews_complete_across_a_broker_restart() {
+    let markers = tempfile::tempdir().unwrap();
+    let line_up = format!(
+        "[[agents]]\nname = \"builtin\"\nrunner = \"builtin\"\ntimeout = \"20s\"\n\n[[agents]]\nname = \"slow\"\nrunner = \"command\"\ncommand = [\"{}\", \"{}\", \"3\"]\ntimeout = \"20s\"\n",
+        fixture("agents/slow-agent.sh").display(),
+        markers.path().display()
+    );
+    let mut cluster = Cluster::new(&line_up, "");
+    cluster.start("scheduler");
+    cluster.start("worker");
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let repository_path = repository.path().to_str().unwrap().to_string();
+    let submit = |cluster: &Cluster| {
+        let output = cluster.submit(&["--repo", &repository_path, "--base", &base]);
+        expect_success(&output);
+        accepted_id(&output)
+    };
+    let before: Vec<String> = (0..3).map(|_| submit(&cluster)).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    rabbitmqctl("stop_app");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rabbitmqctl("start_app");
+
+    // The scheduler publishes again once the broker is back.
+    let mut after = None;
+    for _ in 0..60 {
+        let output = cluster.submit(&["--repo", &repository_path, "--base", &base]);
+        if output.status.success() {
+            after = Some(accepted_id(&output));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after =
+        after.unwrap_or_else(|| panic!("the scheduler never published again:\n{}", cluster.logs()));
+
+    for review_id in before.iter().chain(std::iter::once(&after)) {
+        let state = cluster
+            .wait_for_status(review_id, "published", Duration::from_secs(60))
+            .await;
+        let report: deep_review_protocol::Report =
+            serde_json::from_value(state["report"].clone()).unwrap();
+        assert!(
+            !report.partial,
+            "{review_id} lost an agent:\n{}",
+            cluster.logs()
+        );
+        assert_eq!(
+            report
+                .findings
+                .iter()
+                .filter(|finding| finding.title == "Slow agent's finding")
+                .count(),
+            1
+        );
+    }
+    let logs = cluster.logs();
+    assert!(logs.contains("reconnected to RabbitMQ"), "{logs}");
+    cluster.shutdown().await;
+}

@@ -1,0 +1,303 @@
+//! The distributed mode: scheduler, workers and consolidator as separate processes over the
+//! real RabbitMQ and Redis, including crashes.
+
+use std::time::Duration;
+
+use crate::util::{
+    accepted_id, expect_success, fixture, read_report, repository_with_known_problems, Cluster,
+};
+
+fn slow_agent_line_up(markers: &std::path::Path, seconds: &str, timeout: &str) -> String {
+    format!(
+        "[[agents]]\nname = \"builtin\"\nrunner = \"builtin\"\ntimeout = \"10s\"\n\n[[agents]]\nname = \"slow\"\nrunner = \"command\"\ncommand = [\"{}\", \"{}\", \"{seconds}\"]\ntimeout = \"{timeout}\"\n",
+        fixture("agents/slow-agent.sh").display(),
+        markers.display()
+    )
+}
+
+fn starts(markers: &std::path::Path) -> usize {
+    std::fs::read_dir(markers)
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn submit_wait_matches_the_embedded_review_across_many_reviews() {
+    let mut cluster = Cluster::new("", "");
+    cluster.start("scheduler");
+    cluster.start("worker");
+    cluster.start("worker");
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let repository_path = repository.path().to_str().unwrap().to_string();
+
+    // The embedded review of the same change, for comparison.
+    let embedded = tempfile::tempdir().unwrap();
+    expect_success(&crate::util::deep_review(&[
+        "review",
+        "--repo",
+        &repository_path,
+        "--base",
+        &base,
+        "--out",
+        embedded.path().to_str().unwrap(),
+        "--quiet",
+    ]));
+    let expected = read_report(embedded.path());
+
+    // Many reviews at once, each waited for by its own client.
+    let outputs: Vec<(tempfile::TempDir, std::process::Output)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let cluster = &cluster;
+                let (repository_path, base) = (&repository_path, &base);
+                scope.spawn(move || {
+                    let out = tempfile::tempdir().unwrap();
+                    let output = cluster.submit(&[
+                        "--repo",
+                        repository_path,
+                        "--base",
+                        base,
+                        "--wait",
+                        "--timeout",
+                        "60s",
+                        "--out",
+                        out.path().to_str().unwrap(),
+                    ]);
+                    (out, output)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for (out, output) in &outputs {
+        expect_success(output);
+        ids.insert(accepted_id(output));
+        let report = read_report(out.path());
+        assert_eq!(
+            report.findings, expected.findings,
+            "distributed and embedded reports agree"
+        );
+        assert_eq!(report.verdict, expected.verdict);
+        for file in [
+            "report.md",
+            "report.html",
+            "review.json",
+            "agents/builtin.json",
+        ] {
+            assert!(
+                out.path().join(file).is_file(),
+                "{file} written by submit --wait"
+            );
+        }
+        // The consolidator also wrote the files on its side.
+        assert!(cluster
+            .report_directory(&report.review_id)
+            .join("report.md")
+            .is_file());
+    }
+    assert_eq!(ids.len(), 8);
+    for id in &ids {
+        let state = cluster.state(id).await;
+        assert_eq!(state["status"], "published");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_worker_task_is_redelivered_without_duplicates() {
+    let markers = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    cluster.start("scheduler");
+    let doomed = cluster.start("worker");
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let output = cluster.submit(&[
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--base",
+        &base,
+    ]);
+    let review_id = accepted_id(&expect_success_output(output));
+
+    // Kill the worker while the slow agent runs.
+    for _ in 0..100 {
+        if starts(markers.path()) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        starts(markers.path()),
+        1,
+        "the slow agent started:\n{}",
+        cluster.logs()
+    );
+    cluster.kill(doomed);
+    cluster.start("worker");
+
+    let state = cluster
+        .wait_for_status(&review_id, "published", Duration::from_secs(30))
+        .await;
+    assert!(
+        starts(markers.path()) >= 2,
+        "the task was redelivered to the new worker"
+    );
+    let report: deep_review_protocol::Report =
+        serde_json::from_value(state["report"].clone()).unwrap();
+    let slow_findings = report
+        .findings
+        .iter()
+        .filter(|finding| finding.title == "Slow agent's finding")
+        .count();
+    assert_eq!(slow_findings, 1, "no duplicate finding");
+    assert_eq!(report.appendix.len(), 2);
+    assert!(
+        report.failed_agents.is_empty(),
+        "{:?}",
+        report.failed_agents
+    );
+    cluster.shutdown().await;
+}
+
+fn expect_success_output(output: std::process::Output) -> std::process::Output {
+    expect_success(&output);
+    output
+}
+
+#[tokio::test]
+async fn a_restarted_consolidator_publishes_exactly_once() {
+    let markers = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    cluster.start("scheduler");
+    cluster.start("worker");
+    let first = cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let review_id = accepted_id(&expect_success_output(cluster.submit(&[
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--base",
+        &base,
+    ])));
+    // Crash the consolidator mid-review, then start another.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(first);
+    cluster.start("consolidator");
+    cluster
+        .wait_for_status(&review_id, "published", Duration::from_secs(30))
+        .await;
+    // Give a duplicate every chance to appear before checking there is none.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let redis = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let publications: Option<u64> = redis::cmd("HGET")
+        .arg(format!("{}:{{{review_id}}}:state", cluster.prefix))
+        .arg("publications")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(publications, Some(1), "{}", cluster.logs());
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_never_answers_gives_a_partial_report_at_the_deadline() {
+    let markers = tempfile::tempdir().unwrap();
+    // The slow agent's queue has no consumer: only builtin tasks are taken.
+    let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "1", "2s"), "");
+    let builtin_only = cluster.directory.path().join("builtin-only.toml");
+    let text = std::fs::read_to_string(&cluster.config).unwrap() + "runners = [\"builtin\"]\n";
+    std::fs::write(&builtin_only, text).unwrap();
+    cluster.start("scheduler");
+    cluster.start_with_config("worker", &builtin_only);
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let out = tempfile::tempdir().unwrap();
+    let output = cluster.submit(&[
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--base",
+        &base,
+        "--wait",
+        "--timeout",
+        "30s",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let stdout = expect_success(&output);
+    assert!(stdout.contains("Agent slow did not complete"), "{stdout}");
+    let report = read_report(out.path());
+    assert!(report.partial);
+    assert_eq!(report.failed_agents.len(), 1);
+    assert_eq!(report.failed_agents[0].agent, "slow");
+    assert!(report.failed_agents[0].reason.contains("deadline"));
+    assert_eq!(starts(markers.path()), 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_round_supersedes_the_unfinished_older_one() {
+    let markers = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    cluster.start("scheduler");
+    cluster.start("worker");
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let repository_path = repository.path().to_str().unwrap().to_string();
+    let pull_request = ["--repository", "acme/shop", "--pr", "42"];
+    let mut first_arguments = vec!["--repo", repository_path.as_str(), "--base", base.as_str()];
+    first_arguments.extend(pull_request);
+    let first = accepted_id(&expect_success_output(cluster.submit(&first_arguments)));
+    let out = tempfile::tempdir().unwrap();
+    let mut second_arguments = first_arguments.clone();
+    second_arguments.extend([
+        "--wait",
+        "--timeout",
+        "30s",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let second_output = cluster.submit(&second_arguments);
+    let stdout = expect_success(&second_output);
+    assert!(stdout.contains("(round 2)"), "{stdout}");
+    let report = read_report(out.path());
+    assert_eq!(report.header.round, 2);
+    let older = cluster.state(&first).await;
+    assert_eq!(older["status"], "superseded");
+    assert!(
+        older["report"].is_null(),
+        "the superseded round's report is not published"
+    );
+    assert!(!cluster.report_directory(&first).exists());
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn services_wait_for_their_dependencies_and_stop_on_sigterm() {
+    // A broker nobody listens on: the worker retries instead of exiting, then stops cleanly.
+    let mut cluster = Cluster::new("", "broker_url = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n");
+    let worker = cluster.start("worker");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = cluster.terminate(worker);
+    let logs = cluster.logs();
+    assert!(logs.contains("is unavailable; retrying"), "{logs}");
+    assert!(
+        logs.contains("guest:***@127.0.0.1:1"),
+        "the password is not logged: {logs}"
+    );
+    assert!(!logs.contains("guest:guest"), "{logs}");
+    assert!(
+        !status.success(),
+        "stopping before connecting is reported as a failure"
+    );
+    cluster.shutdown().await;
+}
