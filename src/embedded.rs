@@ -76,15 +76,13 @@ pub async fn review(
             consolidation: settings.consolidation.clone(),
             lease: Duration::from_secs(300),
             sweep_interval: Duration::from_millis(250),
+            concurrency: 16,
         },
     );
     let (report_sender, mut reports) = mpsc::unbounded_channel();
     let consolidator_shutdown = shutdown.clone();
-    let consolidator_task = tokio::spawn(async move {
-        consolidator
-            .run(consolidator_shutdown, Some(report_sender))
-            .await
-    });
+    let consolidator_task =
+        tokio::spawn(Arc::new(consolidator).run(consolidator_shutdown, Some(report_sender)));
 
     let agent_names: Vec<String> = job.agents.iter().map(|agent| agent.name.clone()).collect();
     let mut progress = show_progress.then(|| Progress::new(&agent_names));

@@ -1,6 +1,7 @@
 //! `deep-review`: multi-agent code review. This binary only parses the command line and
 //! wires the library crates together.
 
+mod bench;
 mod commands;
 mod embedded;
 mod progress;
@@ -41,6 +42,8 @@ enum Command {
     Worker,
     /// Run the consolidator service: build and publish reports.
     Consolidator,
+    /// Measure throughput and orchestration overhead against a bare RabbitMQ + Redis floor.
+    Bench(bench::BenchArguments),
     /// Rebuild a report from saved agent results (`agents/<agent>.json`).
     Consolidate(commands::ConsolidateArguments),
     /// Print the JSON Schema of a protocol type.
@@ -132,6 +135,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Consolidator => {
             services::consolidator(&settings::Settings::load(cli.config.as_deref())?).await
+        }
+        Command::Bench(arguments) => {
+            bench::run(&settings::Settings::load(cli.config.as_deref())?, arguments).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Consolidate(arguments) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;

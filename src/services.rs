@@ -167,10 +167,11 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
             consolidation: settings.consolidation.clone(),
             lease: settings.distributed.consolidation_lease,
             sweep_interval: settings.distributed.sweep_interval,
+            concurrency: settings.distributed.consolidation_concurrency,
         },
     );
     tracing::info!(reports = %settings.distributed.reports_directory, "consolidator started");
-    consolidator
+    Arc::new(consolidator)
         .run(shutdown, None)
         .await
         .context("the consolidator stopped")?;

@@ -66,6 +66,8 @@ pub struct DistributedSettings {
     /// How often the consolidator looks for overdue reviews.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// Reviews one consolidator builds and publishes at once.
+    pub consolidation_concurrency: usize,
     /// How long a stopping worker lets in-flight agents finish before leaving them to be
     /// redelivered.
     #[serde(with = "humantime_serde")]
@@ -91,6 +93,7 @@ impl Default for DistributedSettings {
             reports_directory: "deep-review-reports".to_string(),
             consolidation_lease: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(1),
+            consolidation_concurrency: 16,
             drain_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(10),
         }

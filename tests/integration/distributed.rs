@@ -301,3 +301,63 @@ async fn services_wait_for_their_dependencies_and_stop_on_sigterm() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_git_url_review_is_read_through_the_workers_mirror() {
+    let mut cluster = Cluster::new("", "");
+    cluster.start("scheduler");
+    cluster.start("worker");
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let head = repository.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/v1/reviews", cluster.port);
+    let request = serde_json::json!({
+        "source": {"kind": "git-remote", "url": format!("file://{}", repository.path().display()), "base_sha": base, "head_sha": head},
+        "pull_request": {"repository": "acme/shop", "number": 3, "title": "From a URL"}
+    });
+    let response = client.post(&url).json(&request).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: serde_json::Value = response.json().await.unwrap();
+    let review_id = accepted["id"].as_str().unwrap().to_string();
+    let state = cluster
+        .wait_for_status(&review_id, "published", Duration::from_secs(30))
+        .await;
+    let report: deep_review_protocol::Report =
+        serde_json::from_value(state["report"].clone()).unwrap();
+    assert_eq!(report.header.reviewed_sha.as_deref(), Some(head.as_str()));
+    assert!(report.findings.iter().any(|finding| finding
+        .locations
+        .iter()
+        .any(|location| location.to_string() == "config/settings.toml:2")));
+
+    // Bad requests are refused with the reason.
+    let mut short = request.clone();
+    short["source"]["head_sha"] = serde_json::json!("abc123");
+    let refused = client.post(&url).json(&short).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("full commit SHA"));
+    let local = serde_json::json!({"source": {"kind": "local-repo", "path": "/srv/x", "base": "a", "head": "b"}});
+    let mut no_sharing = Cluster::new("", "shared_filesystem = false\n");
+    no_sharing.start("scheduler");
+    no_sharing.wait_ready().await;
+    let refused = client
+        .post(format!("http://127.0.0.1:{}/v1/reviews", no_sharing.port))
+        .json(&local)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("shared_filesystem"));
+    let garbage = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert!(garbage.status().is_client_error());
+    no_sharing.shutdown().await;
+    cluster.shutdown().await;
+}

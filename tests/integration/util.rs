@@ -284,8 +284,10 @@ impl Cluster {
             .expect("free port")
             .port();
         let config = directory.path().join("deep-review.toml");
+        // Tests share this machine's filesystem, unless one says otherwise.
+        let sharing = if extra_distributed.contains("shared_filesystem") { "" } else { "shared_filesystem = true\n" };
         let text = format!(
-            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\nshared_filesystem = true\nscheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
+            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
             directory.path().join("reports").display()
         );
         std::fs::write(&config, text).expect("write config");

@@ -31,6 +31,8 @@ pub struct ConsolidatorSettings {
     pub lease: Duration,
     /// How often overdue reviews are looked for.
     pub sweep_interval: Duration,
+    /// Reviews consolidated at once.
+    pub concurrency: usize,
 }
 
 /// Builds and publishes reports.
@@ -94,14 +96,19 @@ impl Consolidator {
     /// Serves until `shutdown`: consolidates each review when its last result arrives, and
     /// each overdue review as a partial report. Published reports go to `published`.
     pub async fn run(
-        &self,
+        self: Arc<Self>,
         shutdown: CancellationToken,
         published: Option<mpsc::UnboundedSender<Report>>,
     ) -> Result<(), ConsolidatorError> {
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            self.settings.concurrency.max(1),
+        ));
+        let mut in_progress = tokio::task::JoinSet::new();
         let mut last_sweep: Option<Instant> = None;
         loop {
+            while in_progress.try_join_next().is_some() {}
             let completed = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => break,
                 completed = self.store.next_completed(self.settings.sweep_interval) => completed,
             };
             let mut due: Vec<String> = Vec::new();
@@ -122,19 +129,30 @@ impl Consolidator {
                 }
             }
             for review_id in due {
-                match self.process(&review_id).await {
-                    Ok(Some(report)) => {
-                        if let Some(published) = &published {
-                            // Nobody listening is fine: the report is already published.
-                            let _unobserved = published.send(report);
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    break;
+                };
+                let consolidator = Arc::clone(&self);
+                let published = published.clone();
+                in_progress.spawn(async move {
+                    match consolidator.process(&review_id).await {
+                        Ok(Some(report)) => {
+                            if let Some(published) = &published {
+                                // Nobody listening is fine: the report is already published.
+                                let _unobserved = published.send(report);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::error!(%error, review = %review_id, "consolidation failed; it will be retried when the claim expires");
                         }
                     }
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::error!(%error, review = %review_id, "consolidation failed; it will be retried when the claim expires");
-                    }
-                }
+                    drop(slot);
+                });
             }
         }
+        // Let reviews being published finish, so a stop does not leave a claim to expire.
+        while in_progress.join_next().await.is_some() {}
+        Ok(())
     }
 }

@@ -5,9 +5,11 @@
 //! honours the user's configuration, and it keeps this crate free of a C dependency.
 
 mod diff;
+mod mirror;
 mod paths;
 mod repository;
 
 pub use diff::{parse_unified_diff, ChangeKind, DiffLine, FileDiff, Hunk, LineKind};
+pub use mirror::MirrorCache;
 pub use paths::is_test_path;
 pub use repository::{GitError, Repository, Worktree, EMPTY_TREE};

@@ -69,6 +69,13 @@ impl Repository {
         })
     }
 
+    /// A bare repository (a mirror) at `directory`, which has no work tree to find.
+    pub fn open_bare(directory: impl AsRef<Path>) -> Self {
+        Repository {
+            root: directory.as_ref().to_path_buf(),
+        }
+    }
+
     /// The work tree's top-level directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -168,7 +168,33 @@ pub async fn prepare_job(
             }
             Source::InlineDiff { diff }
         }
-        remote @ Source::GitRemote { .. } => remote,
+        Source::GitRemote {
+            url,
+            base_sha,
+            head_sha,
+        } => {
+            let full_sha = |sha: &str| {
+                matches!(sha.len(), 40 | 64)
+                    && sha.chars().all(|character| character.is_ascii_hexdigit())
+            };
+            if url.trim().is_empty() || url.starts_with('-') {
+                return Err(SchedulerError::InvalidRequest(format!(
+                    "`{url}` is not a git URL"
+                )));
+            }
+            for (name, sha) in [("base_sha", &base_sha), ("head_sha", &head_sha)] {
+                if !full_sha(sha) {
+                    return Err(SchedulerError::InvalidRequest(format!(
+                        "{name} `{sha}` must be a full commit SHA: workers on other machines resolve nothing"
+                    )));
+                }
+            }
+            Source::GitRemote {
+                url,
+                base_sha,
+                head_sha,
+            }
+        }
     };
     let slowest = agents
         .iter()

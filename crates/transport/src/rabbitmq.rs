@@ -217,16 +217,9 @@ impl RabbitTaskQueue {
 
     /// Messages waiting in the dead-letter queue (poison tasks), for operators and tests.
     pub async fn dead_letter_count(&self) -> Result<u32, TransportError> {
-        let mut link = self.link.lock().await;
-        if link.is_none() {
-            *link = Some(open(&self.settings, true).await?);
-        }
-        let Some(open_link) = link.as_ref() else {
-            return Err(unavailable("no connection"));
-        };
+        let channel = self.channel().await?;
         let queue = self.settings.dead_letter_queue();
-        let declared = open_link
-            .channel
+        let declared = channel
             .queue_declare(
                 queue.as_str().into(),
                 QueueDeclareOptions {
@@ -239,27 +232,43 @@ impl RabbitTaskQueue {
         match declared {
             Ok(queue) => Ok(queue.message_count()),
             Err(error) => {
-                *link = None;
+                self.discard(&channel).await;
                 Err(unavailable(format!("inspecting {queue}: {error}")))
             }
         }
     }
 
-    async fn publish_once(&self, task: &AgentTask, payload: &[u8]) -> Result<(), TransportError> {
+    /// The publishing channel, opening a connection first when there is none. The lock is
+    /// held only for this, never across a publish, so publishes run concurrently.
+    async fn channel(&self) -> Result<Channel, TransportError> {
         let mut link = self.link.lock().await;
         if link.is_none() {
             *link = Some(open(&self.settings, true).await?);
         }
-        let Some(open_link) = link.as_ref() else {
-            return Err(unavailable("no connection"));
-        };
+        link.as_ref()
+            .map(|open_link| open_link.channel.clone())
+            .ok_or_else(|| unavailable("no connection"))
+    }
+
+    /// Drops the link after a failure, unless another publisher already replaced it.
+    async fn discard(&self, failed: &Channel) {
+        let mut link = self.link.lock().await;
+        if link
+            .as_ref()
+            .is_some_and(|open_link| open_link.channel.id() == failed.id())
+        {
+            *link = None;
+        }
+    }
+
+    async fn publish_once(&self, task: &AgentTask, payload: &[u8]) -> Result<(), TransportError> {
+        let channel = self.channel().await?;
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(ShortString::from(task.task_id.clone()));
         let outcome = async {
-            let confirmation = open_link
-                .channel
+            let confirmation = channel
                 .basic_publish(
                     "".into(),
                     self.settings.task_queue(task.agent.runner).into(),
@@ -292,7 +301,7 @@ impl RabbitTaskQueue {
         .await;
         if outcome.is_err() {
             // Start afresh next time: the channel may be closed.
-            *link = None;
+            self.discard(&channel).await;
         }
         outcome
     }

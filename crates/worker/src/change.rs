@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use deep_review_git::{parse_unified_diff, FileDiff, GitError, Repository, Worktree};
+use deep_review_git::{parse_unified_diff, FileDiff, GitError, MirrorCache, Repository, Worktree};
 use deep_review_protocol::{ReviewJob, Source};
 
 /// Why the code under review could not be made available to an agent.
@@ -17,9 +17,6 @@ pub enum ChangeError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The source kind is not available to this worker.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// The change under review, as an agent sees it: the diff, parsed, and where available the
@@ -36,51 +33,55 @@ pub struct PreparedChange {
 
 impl PreparedChange {
     /// Prepares `job`'s change; checks out a worktree when `with_worktree` and the source
-    /// has a repository.
+    /// has a repository. Git URLs are read through the worker's mirror cache.
     pub async fn prepare(
         job: &ReviewJob,
         scratch_directory: &Path,
         with_worktree: bool,
+        mirrors: &MirrorCache,
     ) -> Result<Self, ChangeError> {
-        match &job.source {
-            Source::InlineDiff { diff } => Ok(PreparedChange::from_diff(diff.clone())),
-            Source::LocalRepo { path, base, head } => {
-                let repository = Repository::open(path).await?;
-                let diff = repository.diff(base, head).await?;
-                let worktree = if with_worktree {
-                    std::fs::create_dir_all(scratch_directory).map_err(|source| {
-                        ChangeError::Scratch {
-                            directory: scratch_directory.display().to_string(),
-                            source,
-                        }
-                    })?;
-                    let holder = tempfile::Builder::new()
-                        .prefix(&format!("{}-", job.id))
-                        .tempdir_in(scratch_directory)
-                        .map_err(|source| ChangeError::Scratch {
-                            directory: scratch_directory.display().to_string(),
-                            source,
-                        })?;
-                    // Check out into the random directory itself: git names a worktree after
-                    // its directory's basename, and concurrent adds of one basename race.
-                    let worktree = repository.add_worktree(head, holder.path()).await?;
-                    Some((worktree, holder))
-                } else {
-                    None
-                };
-                Ok(PreparedChange {
-                    files: parse_unified_diff(&diff),
-                    diff,
-                    repository: Some(repository),
-                    head: Some(head.clone()),
-                    worktree,
-                })
-            }
-            Source::GitRemote { url, .. } => Err(ChangeError::Unsupported(format!(
-                "reviewing {url} needs a worker with a git mirror cache, which this worker does not have; \
-                 review a local checkout (--repo) or pass the diff (--diff)"
-            ))),
-        }
+        let (repository, base, head) = match &job.source {
+            Source::InlineDiff { diff } => return Ok(PreparedChange::from_diff(diff.clone())),
+            Source::LocalRepo { path, base, head } => (Repository::open(path).await?, base, head),
+            Source::GitRemote {
+                url,
+                base_sha,
+                head_sha,
+            } => (
+                mirrors
+                    .repository(url, &[base_sha.as_str(), head_sha.as_str()])
+                    .await?,
+                base_sha,
+                head_sha,
+            ),
+        };
+        let diff = repository.diff(base, head).await?;
+        let worktree = if with_worktree {
+            std::fs::create_dir_all(scratch_directory).map_err(|source| ChangeError::Scratch {
+                directory: scratch_directory.display().to_string(),
+                source,
+            })?;
+            let holder = tempfile::Builder::new()
+                .prefix(&format!("{}-", job.id))
+                .tempdir_in(scratch_directory)
+                .map_err(|source| ChangeError::Scratch {
+                    directory: scratch_directory.display().to_string(),
+                    source,
+                })?;
+            // Check out into the random directory itself: git names a worktree after
+            // its directory's basename, and concurrent adds of one basename race.
+            let worktree = repository.add_worktree(head, holder.path()).await?;
+            Some((worktree, holder))
+        } else {
+            None
+        };
+        Ok(PreparedChange {
+            files: parse_unified_diff(&diff),
+            diff,
+            repository: Some(repository),
+            head: Some(head.clone()),
+            worktree,
+        })
     }
 
     /// A change known only by its diff.

@@ -90,6 +90,8 @@ impl RunnerSet {
 
 /// A stateless consumer of agent tasks.
 pub struct Worker {
+    /// Bare mirrors of git URLs this worker reviewed, under the scratch directory.
+    mirrors: deep_review_git::MirrorCache,
     queue: Arc<dyn TaskQueue>,
     store: Arc<dyn ResultStore>,
     runners: RunnerSet,
@@ -106,6 +108,7 @@ impl Worker {
         settings: WorkerSettings,
     ) -> Self {
         Worker {
+            mirrors: deep_review_git::MirrorCache::new(settings.scratch_directory.join("mirrors")),
             queue,
             store,
             runners,
@@ -237,14 +240,16 @@ impl Worker {
                 let runner = Arc::clone(runner);
                 let scratch = &self.settings.scratch_directory;
                 let attempt = async {
-                    let change =
-                        PreparedChange::prepare(&task.job, scratch, runner.needs_worktree())
-                            .await
-                            .map_err(|error| {
-                                RunnerError::failed(format!(
-                                    "could not prepare the change: {error}"
-                                ))
-                            })?;
+                    let change = PreparedChange::prepare(
+                        &task.job,
+                        scratch,
+                        runner.needs_worktree(),
+                        &self.mirrors,
+                    )
+                    .await
+                    .map_err(|error| {
+                        RunnerError::failed(format!("could not prepare the change: {error}"))
+                    })?;
                     let outcome = runner.run(task, &change).await;
                     change.cleanup().await;
                     outcome
