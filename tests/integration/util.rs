@@ -285,7 +285,11 @@ impl Cluster {
             .port();
         let config = directory.path().join("deep-review.toml");
         // Tests share this machine's filesystem, unless one says otherwise.
-        let sharing = if extra_distributed.contains("shared_filesystem") { "" } else { "shared_filesystem = true\n" };
+        let sharing = if extra_distributed.contains("shared_filesystem") {
+            ""
+        } else {
+            "shared_filesystem = true\n"
+        };
         let text = format!(
             "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
             directory.path().join("reports").display()
