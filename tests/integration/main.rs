@@ -5,5 +5,6 @@ mod config;
 mod consolidate;
 mod distributed;
 mod review;
+mod seeds;
 mod transport;
 mod util;
