@@ -14,7 +14,7 @@ use deep_review_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::similarity::{jaccard, overlap, tokens};
+use crate::similarity::{jaccard, jaccard_ids, overlap, overlap_ids, tokens, Interner};
 use crate::summary;
 
 /// Thresholds and rules of consolidation.
@@ -73,13 +73,15 @@ impl Default for VerdictRules {
     }
 }
 
-/// One agent finding during clustering.
+/// One agent finding during clustering, with its tokens and paths interned.
 struct Item {
     agent: String,
     rank: usize,
     finding: Finding,
-    title_tokens: BTreeSet<String>,
-    text_tokens: BTreeSet<String>,
+    title_tokens: Vec<u32>,
+    text_tokens: Vec<u32>,
+    /// (path id, start, end) per location; whole-file locations span everything.
+    places: Vec<(u32, u32, u32)>,
 }
 
 /// Builds the report of `manifest`'s review from `results`, as of `now`.
@@ -120,18 +122,28 @@ pub fn consolidate(
             .unwrap_or_else(|| agent.to_string())
     };
 
-    let mut items: Vec<Item> = results
-        .iter()
-        .flat_map(|result| {
-            result.findings.iter().map(|finding| Item {
+    let mut interner = Interner::default();
+    let mut items: Vec<Item> = Vec::new();
+    for result in &results {
+        for finding in &result.findings {
+            let places = finding
+                .locations
+                .iter()
+                .map(|location| {
+                    let (start, end) = location.span().unwrap_or((0, u32::MAX));
+                    (interner.id(&location.path), start, end)
+                })
+                .collect();
+            items.push(Item {
                 agent: result.agent.clone(),
                 rank: rank_of(&result.agent),
-                title_tokens: tokens(&finding.title),
-                text_tokens: tokens(&format!("{} {}", finding.title, finding.body)),
+                title_tokens: interner.ids(&tokens(&finding.title)),
+                text_tokens: interner.ids(&tokens(&format!("{} {}", finding.title, finding.body))),
+                places,
                 finding: finding.clone(),
-            })
-        })
-        .collect();
+            });
+        }
+    }
     items.sort_by_key(canonical_key);
     let clusters = cluster(&items, settings);
 
@@ -350,18 +362,12 @@ fn canonical_key(
     )
 }
 
-fn near(left: &Location, right: &Location, proximity: u32) -> bool {
-    if left.path != right.path {
-        return false;
-    }
-    match (left.span(), right.span()) {
-        (Some((left_start, left_end)), Some((right_start, right_end))) => {
-            left_start <= right_end.saturating_add(proximity)
-                && right_start <= left_end.saturating_add(proximity)
-        }
-        // A whole-file location is near anything in that file.
-        _ => true,
-    }
+/// Whether two places are in one file and overlap or lie within `proximity` lines.
+fn near(left: (u32, u32, u32), right: (u32, u32, u32), proximity: u32) -> bool {
+    let ((left_path, left_start, left_end), (right_path, right_start, right_end)) = (left, right);
+    left_path == right_path
+        && left_start <= right_end.saturating_add(proximity)
+        && right_start <= left_end.saturating_add(proximity)
 }
 
 /// Groups items that describe the same problem; no group holds two items of one agent.
@@ -372,22 +378,27 @@ fn cluster(items: &[Item], settings: &ConsolidationSettings) -> Vec<Vec<usize>> 
     for left in 0..items.len() {
         for right in left + 1..items.len() {
             let (first, second) = (&items[left], &items[right]);
-            if first.agent == second.agent {
+            // Ranks are unique per agent: a cheaper test than comparing names.
+            if first.rank == second.rank {
                 continue;
             }
-            let same_place = first.finding.locations.iter().any(|location| {
+            let same_place = first.places.iter().any(|place| {
                 second
-                    .finding
-                    .locations
+                    .places
                     .iter()
-                    .any(|other| near(location, other, settings.line_proximity))
+                    .any(|other| near(*place, *other, settings.line_proximity))
             });
-            let title_similarity = jaccard(&first.title_tokens, &second.title_tokens)
-                .max(0.9 * overlap(&first.title_tokens, &second.title_tokens));
-            let text_similarity = jaccard(&first.text_tokens, &second.text_tokens);
+            let title_similarity = jaccard_ids(&first.title_tokens, &second.title_tokens)
+                .max(0.9 * overlap_ids(&first.title_tokens, &second.title_tokens));
+            let titles_match = title_similarity >= settings.text_similarity;
+            // Findings far apart with different titles never merge: skip the body text.
+            if !same_place && !titles_match {
+                continue;
+            }
+            let text_similarity = jaccard_ids(&first.text_tokens, &second.text_tokens);
             let similarity = title_similarity.max(text_similarity);
-            let merges = (same_place && similarity >= settings.same_place_similarity)
-                || title_similarity >= settings.text_similarity;
+            let merges =
+                (same_place && similarity >= settings.same_place_similarity) || titles_match;
             if merges {
                 let score = similarity + if same_place { 1.0 } else { 0.0 };
                 candidates.push((score, left, right));

@@ -3,7 +3,8 @@
 use chrono::{TimeZone, Utc};
 use deep_review_consolidator::{consolidate, ConsolidationSettings};
 use deep_review_protocol::{
-    AgentResult, Finding, Location, Report, ReviewJob, ReviewManifest, Severity, Source, SCHEMA_VERSION,
+    AgentResult, Finding, Location, Report, ReviewJob, ReviewManifest, Severity, Source,
+    SCHEMA_VERSION,
 };
 use proptest::prelude::*;
 
@@ -18,47 +19,65 @@ const TITLES: [&str; 6] = [
 ];
 
 fn severity(index: u8) -> Severity {
-    [Severity::Suggestion, Severity::Important, Severity::Critical][usize::from(index % 3)]
+    [
+        Severity::Suggestion,
+        Severity::Important,
+        Severity::Critical,
+    ][usize::from(index % 3)]
 }
 
 fn finding_strategy() -> impl Strategy<Value = Finding> {
-    (0..PATHS.len(), 1u32..60, 0u32..4, 0..TITLES.len(), any::<u8>()).prop_map(|(path, start, length, title, rating)| Finding {
-        id: None,
-        severity: severity(rating),
-        title: TITLES[title].to_string(),
-        body: String::new(),
-        category: None,
-        tag: None,
-        locations: vec![Location::lines(PATHS[path], start, start + length)],
-        code_excerpt: None,
-        fix: None,
-        confidence: None,
-        verification: None,
-    })
+    (
+        0..PATHS.len(),
+        1u32..60,
+        0u32..4,
+        0..TITLES.len(),
+        any::<u8>(),
+    )
+        .prop_map(|(path, start, length, title, rating)| Finding {
+            id: None,
+            severity: severity(rating),
+            title: TITLES[title].to_string(),
+            body: String::new(),
+            category: None,
+            tag: None,
+            locations: vec![Location::lines(PATHS[path], start, start + length)],
+            code_excerpt: None,
+            fix: None,
+            confidence: None,
+            verification: None,
+        })
 }
 
 fn results_strategy() -> impl Strategy<Value = Vec<AgentResult>> {
-    prop::collection::vec(prop::collection::vec(finding_strategy(), 0..8), 1..5).prop_map(|agents| {
-        agents
-            .into_iter()
-            .enumerate()
-            .map(|(index, findings)| {
-                let mut result = AgentResult::new(format!("agent{index}"));
-                result.findings = findings;
-                result
-            })
-            .collect()
-    })
+    prop::collection::vec(prop::collection::vec(finding_strategy(), 0..8), 1..5).prop_map(
+        |agents| {
+            agents
+                .into_iter()
+                .enumerate()
+                .map(|(index, findings)| {
+                    let mut result = AgentResult::new(format!("agent{index}"));
+                    result.findings = findings;
+                    result
+                })
+                .collect()
+        },
+    )
 }
 
 fn manifest(results: &[AgentResult]) -> ReviewManifest {
-    let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_else(Utc::now);
+    let at = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_else(Utc::now);
     ReviewManifest {
         job: ReviewJob {
             schema_version: SCHEMA_VERSION,
             id: "property".into(),
             created_at: at,
-            source: Source::InlineDiff { diff: String::new() },
+            source: Source::InlineDiff {
+                diff: String::new(),
+            },
             pull_request: Default::default(),
             round: 1,
             agents: Vec::new(),
@@ -75,7 +94,12 @@ fn run(results: Vec<AgentResult>) -> Report {
 
 /// Consolidates `results` (in their arrival order) for the line-up in `manifest`.
 fn run_with(manifest: &ReviewManifest, results: Vec<AgentResult>) -> Report {
-    consolidate(manifest, results, &ConsolidationSettings::default(), manifest.job.created_at)
+    consolidate(
+        manifest,
+        results,
+        &ConsolidationSettings::default(),
+        manifest.job.created_at,
+    )
 }
 
 proptest! {
