@@ -301,6 +301,7 @@ async fn pipeline(
                     pull_request: PullRequestMetadata::default(),
                     round: None,
                     agents: Vec::new(),
+                    declined: Vec::new(),
                 };
                 handles.push(tokio::spawn(async move {
                     let submitted = Instant::now();

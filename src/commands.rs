@@ -58,6 +58,10 @@ pub struct ChangeArguments {
     /// the unfinished older one.
     #[arg(long = "pr", value_name = "NUMBER", requires = "repository")]
     pull_request: Option<u64>,
+    /// An item declined in an earlier round: listed under acknowledged limitations, not to
+    /// be suggested again (repeatable).
+    #[arg(long = "declined", value_name = "TEXT")]
+    declined: Vec<String>,
     /// Exit with code 3 when the verdict is this bad.
     #[arg(long, value_enum, value_name = "VERDICT")]
     pub fail_on: Option<FailOn>,
@@ -156,6 +160,7 @@ pub async fn build_request(
         },
         round: None,
         agents,
+        declined: change.declined.clone(),
     })
 }
 
@@ -261,6 +266,8 @@ fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
         round: 1,
         agents: Vec::new(),
         deadline: now,
+        repository_context: Vec::new(),
+        declined: Vec::new(),
     };
     ReviewManifest {
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use deep_review_consolidator::{Consolidator, ConsolidatorSettings, FilesPublisher, Publisher};
-use deep_review_protocol::{Report, ReviewRequest, RunnerKind};
+use deep_review_git::Repository;
+use deep_review_protocol::{Report, ReviewRequest, RunnerKind, Source};
 use deep_review_scheduler::{Scheduler, SchedulerSettings};
 use deep_review_transport::{CancellationToken, MemoryResultStore, MemoryTaskQueue};
 use deep_review_worker::{BuiltinRunner, CommandRunner, RunnerSet, Worker, WorkerSettings};
@@ -34,7 +35,19 @@ pub async fn review(
     show_progress: bool,
 ) -> anyhow::Result<Report> {
     let queue = MemoryTaskQueue::new(settings.review.delivery_limit);
-    let store = MemoryResultStore::new();
+    // Repo context updates of one review reach the next review of the same repository
+    // through a file in its git directory, out of the work tree.
+    let store = match &request.source {
+        Source::LocalRepo { path, .. } => {
+            let git_directory = Repository::open(path).await?.common_git_directory().await?;
+            MemoryResultStore::with_context_file(
+                git_directory
+                    .join("deep-review")
+                    .join("repository-context.json"),
+            )?
+        }
+        _ => MemoryResultStore::new(),
+    };
     let scheduler = Scheduler::new(
         Arc::new(queue.clone()),
         Arc::new(store.clone()),

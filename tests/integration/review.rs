@@ -263,3 +263,61 @@ fn bad_inputs_get_clear_errors() {
     ]);
     assert!(String::from_utf8_lossy(&unknown_agent.stderr).contains("no agent named `gpt`"));
 }
+
+#[test]
+fn repo_context_reaches_the_next_review_and_declined_items_are_acknowledged() {
+    let repository = GitRepo::new();
+    repository.write("a.txt", "one\n");
+    repository.commit("first");
+    repository.write("a.txt", "one\ntwo\n");
+    repository.commit("second");
+    let config_directory = tempfile::tempdir().unwrap();
+    let config = config_directory.path().join("deep-review.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[agents]]\nname = \"context\"\nrunner = \"command\"\ncommand = [\"{}\"]\ntimeout = \"30s\"\n",
+            crate::util::fixture("agents/context-agent.sh").display()
+        ),
+    )
+    .unwrap();
+    let review = |declined: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut arguments = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "review",
+            "--repo",
+            repository.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--quiet",
+        ];
+        for item in declined {
+            arguments.extend(["--declined", item]);
+        }
+        expect_success(&deep_review(&arguments));
+        read_report(out.path())
+    };
+    let first = review(&[]);
+    assert_eq!(first.documentation_notes[0].text, "no context");
+    assert_eq!(
+        first.repo_context_updates[0].text,
+        "Mocks run in a single-user apiserver"
+    );
+    let second = review(&["Split the reconciler"]);
+    assert_eq!(
+        second.documentation_notes[0].text, "context seen",
+        "the first review's update reached the agent"
+    );
+    assert_eq!(
+        second.acknowledged_limitations[0].text,
+        "Split the reconciler (declined in an earlier round; do not re-suggest)"
+    );
+    // Kept out of the work tree, in the git directory.
+    assert!(repository
+        .path()
+        .join(".git/deep-review/repository-context.json")
+        .is_file());
+    assert!(repository.git(&["status", "--porcelain"]).is_empty());
+}

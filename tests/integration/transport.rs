@@ -39,6 +39,8 @@ fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> Revie
             })
             .collect(),
         deadline: Utc::now() + deadline_in,
+        repository_context: Vec::new(),
+        declined: Vec::new(),
     }
 }
 

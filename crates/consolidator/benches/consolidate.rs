@@ -100,6 +100,8 @@ fn manifest(agents: usize) -> ReviewManifest {
             round: 1,
             agents: Vec::new(),
             deadline: now,
+            repository_context: Vec::new(),
+            declined: Vec::new(),
         },
         expected_agents: (0..agents).map(|agent| format!("agent{agent}")).collect(),
     }

@@ -9,8 +9,9 @@ use deep_review_git::is_test_path;
 use deep_review_protocol::{
     AgentResult, AgentRetro, AgentStatus, ConsolidatedFinding, ConsolidatedObservation,
     DesignObservation, DroppedFinding, FailedAgent, FileReviewStatus, Finding, Location,
-    OriginalFinding, Reconciliation, Report, ReportHeader, ReviewManifest, ReviewerLine, Severity,
-    SeverityCounts, TestingGap, Verdict, VerdictDecision, VerificationOutcome, SCHEMA_VERSION,
+    OriginalFinding, Reconciliation, Report, ReportHeader, ReviewJob, ReviewManifest, ReviewerLine,
+    Severity, SeverityCounts, TestingGap, Verdict, VerdictDecision, VerificationOutcome,
+    SCHEMA_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -291,7 +292,9 @@ pub fn consolidate(
         design_observations,
         testing_gaps: attributed(|result| &result.testing_gaps),
         documentation_notes: attributed(|result| &result.documentation_notes),
-        acknowledged_limitations: attributed(|result| &result.acknowledged_limitations),
+        acknowledged_limitations: declined_items(job)
+            .chain(attributed(|result| &result.acknowledged_limitations))
+            .collect(),
         retro,
         retro_totals,
         reconciliations,
@@ -1003,6 +1006,15 @@ fn new_observation(agent: &str, observation: &DesignObservation) -> Consolidated
     }
 }
 
+/// Items declined in earlier rounds, first among the acknowledged limitations; they carry
+/// no agent because the PR author, not an agent, declined them.
+fn declined_items(job: &ReviewJob) -> impl Iterator<Item = TestingGap> + '_ {
+    job.declined.iter().map(|item| TestingGap {
+        text: format!("{item} (declined in an earlier round; do not re-suggest)"),
+        agents: Vec::new(),
+    })
+}
+
 /// Merges near-identical remarks of different agents, keeping first-seen order (agents rank
 /// their own lists, e.g. testing gaps by risk).
 fn merge_notes(
@@ -1051,6 +1063,8 @@ mod tests {
                 round: 1,
                 agents: Vec::new(),
                 deadline: now,
+                repository_context: Vec::new(),
+                declined: Vec::new(),
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }
@@ -1338,6 +1352,33 @@ mod tests {
             2,
             "the missing agent still has a retro row"
         );
+    }
+
+    #[test]
+    fn declined_items_are_acknowledged_limitations() {
+        let mut line_up = manifest(&["a"]);
+        line_up.job.declined = vec!["Split the reconciler".to_string()];
+        let mut limited = result("a", vec![]);
+        limited.acknowledged_limitations = vec!["Temporary shim in controller.go".to_string()];
+        let report = consolidate(
+            &line_up,
+            vec![limited],
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        );
+        let texts: Vec<&str> = report
+            .acknowledged_limitations
+            .iter()
+            .map(|note| note.text.as_str())
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                "Split the reconciler (declined in an earlier round; do not re-suggest)",
+                "Temporary shim in controller.go"
+            ]
+        );
+        assert!(report.acknowledged_limitations[0].agents.is_empty());
     }
 
     #[test]

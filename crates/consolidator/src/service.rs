@@ -89,6 +89,18 @@ impl Consolidator {
         for publisher in &self.publishers {
             publisher.publish(&manifest, &report).await?;
         }
+        // Handed to the next review of the repository; losing them costs context, not the
+        // report, so a failure is logged rather than failing the publication.
+        if let Some(repository) = &manifest.job.pull_request.repository {
+            let notes: Vec<String> = report
+                .repo_context_updates
+                .iter()
+                .map(|note| note.text.clone())
+                .collect();
+            if let Err(error) = self.store.add_repository_context(repository, &notes).await {
+                tracing::warn!(%error, review = %review_id, "could not store the repository context updates");
+            }
+        }
         self.store.finish_consolidation(review_id).await?;
         Ok(Some(report))
     }

@@ -6,21 +6,29 @@ use std::path::PathBuf;
 use chrono::{TimeZone, Utc};
 use deep_review_consolidator::{consolidate, render, ConsolidationSettings};
 use deep_review_protocol::{
-    parse_agent_result, AgentSpec, CommitSummary, PullRequestMetadata, Report, ReviewJob, ReviewManifest, RunnerKind,
-    Source, SCHEMA_VERSION,
+    parse_agent_result, AgentSpec, CommitSummary, PullRequestMetadata, Report, ReviewJob,
+    ReviewManifest, RunnerKind, Source, SCHEMA_VERSION,
 };
 
 fn fixture_report() -> Report {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/seeds/000/agents");
+    let root =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/seeds/000/agents");
     let results = ["claude", "codex", "gemini"]
         .iter()
         .map(|agent| {
-            let text = std::fs::read_to_string(root.join(format!("{agent}.json"))).expect("fixture");
+            let text =
+                std::fs::read_to_string(root.join(format!("{agent}.json"))).expect("fixture");
             parse_agent_result(&text).expect("valid fixture")
         })
         .collect();
-    let created = Utc.with_ymd_and_hms(2026, 3, 15, 10, 0, 0).single().expect("date");
-    let finished = Utc.with_ymd_and_hms(2026, 3, 15, 10, 19, 7).single().expect("date");
+    let created = Utc
+        .with_ymd_and_hms(2026, 3, 15, 10, 0, 0)
+        .single()
+        .expect("date");
+    let finished = Utc
+        .with_ymd_and_hms(2026, 3, 15, 10, 19, 7)
+        .single()
+        .expect("date");
     let agent = |name: &str, display: &str, model: &str| AgentSpec {
         name: name.to_string(),
         runner: RunnerKind::Command,
@@ -48,8 +56,14 @@ fn fixture_report() -> Report {
             branch: Some("mock-namespaces".to_string()),
             body: None,
             commits: vec![
-                CommitSummary { sha: "513f44d".to_string() + &"0".repeat(33), subject: "API: containers: make pid optional".to_string() },
-                CommitSummary { sha: "29d5ae6".to_string() + &"0".repeat(33), subject: "mock: namespaces: ensure we have all namespaces".to_string() },
+                CommitSummary {
+                    sha: "513f44d".to_string() + &"0".repeat(33),
+                    subject: "API: containers: make pid optional".to_string(),
+                },
+                CommitSummary {
+                    sha: "29d5ae6".to_string() + &"0".repeat(33),
+                    subject: "mock: namespaces: ensure we have all namespaces".to_string(),
+                },
             ],
         },
         round: 1,
@@ -59,18 +73,31 @@ fn fixture_report() -> Report {
             agent("gemini", "Gemini 3.1 Pro", "gemini-3.1-pro"),
         ],
         deadline: finished,
+        repository_context: Vec::new(),
+        declined: Vec::new(),
     };
-    consolidate(&ReviewManifest::for_job(&job), results, &ConsolidationSettings::default(), finished)
+    consolidate(
+        &ReviewManifest::for_job(&job),
+        results,
+        &ConsolidationSettings::default(),
+        finished,
+    )
 }
 
 fn check(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).expect("write golden file");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{}: {error}; run with UPDATE_GOLDEN=1 to create it", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!(
+            "{}: {error}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
     if expected != actual {
         let first_difference = expected
             .lines()

@@ -82,6 +82,8 @@ fn manifest(results: &[AgentResult]) -> ReviewManifest {
             round: 1,
             agents: Vec::new(),
             deadline: at,
+            repository_context: Vec::new(),
+            declined: Vec::new(),
         },
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
     }

@@ -95,6 +95,17 @@ impl Repository {
             .unwrap_or_else(|| self.root.display().to_string())
     }
 
+    /// The git directory shared by all worktrees of the repository (usually `.git`).
+    pub async fn common_git_directory(&self) -> Result<PathBuf, GitError> {
+        let text = self.run(&["rev-parse", "--git-common-dir"]).await?;
+        let directory = PathBuf::from(text.trim());
+        Ok(if directory.is_absolute() {
+            directory
+        } else {
+            self.root.join(directory)
+        })
+    }
+
     /// The full SHA of the commit `revision` names ([`EMPTY_TREE`] stands for itself).
     pub async fn resolve(&self, revision: &str) -> Result<String, GitError> {
         if revision == EMPTY_TREE {

@@ -162,6 +162,14 @@ pub struct ReviewJob {
     pub agents: Vec<AgentSpec>,
     /// When the consolidator stops waiting and writes a partial report.
     pub deadline: DateTime<Utc>,
+    /// Notes kept about the repository from earlier reviews (their repo context updates),
+    /// handed to the agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository_context: Vec<String>,
+    /// Items declined in earlier rounds: listed as acknowledged limitations and not to be
+    /// suggested again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declined: Vec<String>,
 }
 
 fn first_round() -> u32 {
@@ -246,4 +254,7 @@ pub struct ReviewRequest {
     /// The line-up; empty means the scheduler's configured default.
     #[serde(default)]
     pub agents: Vec<AgentSpec>,
+    /// Items declined in earlier rounds ("do not re-suggest").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declined: Vec<String>,
 }

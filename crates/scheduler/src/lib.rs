@@ -82,6 +82,9 @@ impl Scheduler {
         }
         let explicit_round = request.round;
         let mut job = prepare_job(request, &self.settings, Utc::now()).await?;
+        if let Some(repository) = &job.pull_request.repository {
+            job.repository_context = self.store.repository_context(repository).await?;
+        }
         let mut superseded = None;
         if let Some(key) = pull_request_key(&job) {
             let (round, previous) = self.store.next_round(&key, &job.id).await?;
@@ -213,6 +216,8 @@ pub async fn prepare_job(
         round: request.round.unwrap_or(1).max(1),
         agents,
         deadline,
+        repository_context: Vec::new(),
+        declined: request.declined,
     })
 }
 
@@ -299,6 +304,7 @@ mod tests {
             pull_request: PullRequestMetadata::default(),
             round: None,
             agents,
+            declined: Vec::new(),
         }
     }
 
@@ -366,6 +372,32 @@ mod tests {
         assert_eq!((first.round, second.round), (1, 2));
         assert!(store.is_cancelled(&first.id).await.unwrap());
         assert!(!store.is_cancelled(&second.id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn stored_repository_context_reaches_the_job() {
+        let store = MemoryResultStore::new();
+        store
+            .add_repository_context(
+                "acme/shop",
+                &["Mocks run in a single-user apiserver".to_string()],
+            )
+            .await
+            .unwrap();
+        let scheduler = Scheduler::new(
+            Arc::new(MemoryTaskQueue::new(3)),
+            Arc::new(store),
+            settings(),
+        );
+        let mut request = diff_request(vec![]);
+        request.pull_request.repository = Some("acme/shop".into());
+        request.declined = vec!["Split the reconciler".into()];
+        let job = scheduler.submit(request).await.unwrap();
+        assert_eq!(
+            job.repository_context,
+            vec!["Mocks run in a single-user apiserver"]
+        );
+        assert_eq!(job.declined, vec!["Split the reconciler"]);
     }
 
     #[tokio::test]

@@ -201,4 +201,18 @@ pub trait ResultStore: Send + Sync + 'static {
         pull_request_key: &str,
         review_id: &str,
     ) -> Result<(u32, Option<String>), TransportError>;
+
+    /// Notes kept about `repository` from earlier reviews, oldest first.
+    async fn repository_context(&self, repository: &str) -> Result<Vec<String>, TransportError>;
+
+    /// Adds `notes` to what is kept about `repository`; notes already kept are skipped and
+    /// only the newest [`REPOSITORY_CONTEXT_LIMIT`] are kept.
+    async fn add_repository_context(
+        &self,
+        repository: &str,
+        notes: &[String],
+    ) -> Result<(), TransportError>;
 }
+
+/// How many context notes are kept per repository; older ones give way.
+pub const REPOSITORY_CONTEXT_LIMIT: usize = 50;

@@ -221,6 +221,8 @@ mod tests {
             round: 1,
             agents: vec![agent.clone()],
             deadline: chrono::Utc::now(),
+            repository_context: Vec::new(),
+            declined: Vec::new(),
         };
         AgentTask::new(&job, &agent)
     }

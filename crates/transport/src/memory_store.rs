@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes `next_completed` waiters.
     completed_signal: Notify,
+    /// Where repository context is persisted between runs, when set.
+    context_file: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -30,6 +33,8 @@ struct State {
     completed: VecDeque<String>,
     /// Newest review and round per pull request.
     rounds: HashMap<String, (String, u32)>,
+    /// Context notes per repository.
+    context: HashMap<String, Vec<String>>,
 }
 
 struct Review {
@@ -52,6 +57,35 @@ impl MemoryResultStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose repository context lives in `path` (JSON), so the embedded
+    /// mode hands one review's context notes to the next review of the repository.
+    pub fn with_context_file(path: impl Into<PathBuf>) -> Result<Self, TransportError> {
+        let path = path.into();
+        let context = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|error| TransportError::Corrupt {
+                what: "repository context file",
+                reason: format!("{}: {error}", path.display()),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(error) => {
+                return Err(TransportError::Unavailable {
+                    backend: "repository context file",
+                    reason: format!("{}: {error}", path.display()),
+                })
+            }
+        };
+        Ok(MemoryResultStore {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    context,
+                    ..State::default()
+                }),
+                completed_signal: Notify::new(),
+                context_file: Some(path),
+            }),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -259,6 +293,49 @@ impl ResultStore for MemoryResultStore {
             .insert(pull_request_key.to_string(), (review_id.to_string(), round));
         Ok((round, previous.map(|(id, _)| id)))
     }
+
+    async fn repository_context(&self, repository: &str) -> Result<Vec<String>, TransportError> {
+        Ok(self
+            .lock()
+            .context
+            .get(repository)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn add_repository_context(
+        &self,
+        repository: &str,
+        notes: &[String],
+    ) -> Result<(), TransportError> {
+        let snapshot = {
+            let mut state = self.lock();
+            let kept = state.context.entry(repository.to_string()).or_default();
+            for note in notes {
+                if !kept.contains(note) {
+                    kept.push(note.clone());
+                }
+            }
+            let excess = kept.len().saturating_sub(crate::REPOSITORY_CONTEXT_LIMIT);
+            kept.drain(..excess);
+            state.context.clone()
+        };
+        let Some(path) = &self.shared.context_file else {
+            return Ok(());
+        };
+        let failed = |error: &dyn std::fmt::Display| TransportError::Unavailable {
+            backend: "repository context file",
+            reason: format!("{}: {error}", path.display()),
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| failed(&error))?;
+        }
+        let text = serde_json::to_string_pretty(&snapshot).map_err(|error| failed(&error))?;
+        // Write then rename, so a crash never leaves half a file behind.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, text).map_err(|error| failed(&error))?;
+        std::fs::rename(&partial, path).map_err(|error| failed(&error))
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +356,8 @@ mod tests {
                 round: 1,
                 agents: vec![],
                 deadline,
+                repository_context: Vec::new(),
+                declined: Vec::new(),
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }

@@ -59,6 +59,23 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {round, previous}
 ";
 
+/// Appends context notes not yet kept, then keeps the newest ones. KEYS: the list.
+/// ARGV: limit, TTL seconds, notes…
+const ADD_CONTEXT: &str = r"
+local kept = redis.call('LRANGE', KEYS[1], 0, -1)
+local present = {}
+for _, note in ipairs(kept) do present[note] = true end
+for index = 3, #ARGV do
+  if not present[ARGV[index]] then
+    redis.call('RPUSH', KEYS[1], ARGV[index])
+    present[ARGV[index]] = true
+  end
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 0
+";
+
 /// Connection and naming of the store.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -89,6 +106,7 @@ pub struct RedisResultStore {
     put_result: Script,
     claim: Script,
     next_round: Script,
+    add_context: Script,
     /// Identifies this process's claims.
     claimant: String,
 }
@@ -123,6 +141,7 @@ impl RedisResultStore {
             put_result: Script::new(PUT_RESULT),
             claim: Script::new(CLAIM),
             next_round: Script::new(NEXT_ROUND),
+            add_context: Script::new(ADD_CONTEXT),
             claimant: format!("{}-{}", std::process::id(), uuid_like()),
         })
     }
@@ -137,6 +156,11 @@ impl RedisResultStore {
 
     fn ttl_seconds(&self) -> u64 {
         self.settings.ttl.as_secs().max(60)
+    }
+
+    /// Repository context outlives reviews: kept for ten TTLs of a review record.
+    fn context_ttl_seconds(&self) -> u64 {
+        self.ttl_seconds().saturating_mul(10)
     }
 
     fn connection(&self) -> ConnectionManager {
@@ -473,6 +497,41 @@ impl ResultStore for RedisResultStore {
             .await
             .map_err(unavailable)?;
         Ok((round, (!previous.is_empty()).then_some(previous)))
+    }
+
+    async fn repository_context(&self, repository: &str) -> Result<Vec<String>, TransportError> {
+        let mut connection = self.connection();
+        redis::cmd("LRANGE")
+            .arg(self.global(&format!("context:{repository}")))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn add_repository_context(
+        &self,
+        repository: &str,
+        notes: &[String],
+    ) -> Result<(), TransportError> {
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection();
+        let mut arguments = self
+            .add_context
+            .key(self.global(&format!("context:{repository}")));
+        arguments
+            .arg(crate::REPOSITORY_CONTEXT_LIMIT)
+            .arg(self.context_ttl_seconds());
+        for note in notes {
+            arguments.arg(note);
+        }
+        arguments
+            .invoke_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     async fn is_cancelled(&self, review_id: &str) -> Result<bool, TransportError> {

@@ -384,6 +384,8 @@ mod tests {
                 })
                 .collect(),
             deadline: Utc::now() + chrono::Duration::minutes(1),
+            repository_context: Vec::new(),
+            declined: Vec::new(),
         }
     }
 

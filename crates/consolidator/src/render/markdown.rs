@@ -291,12 +291,16 @@ fn notes_section(
 fn note_list(out: &mut String, report: &Report, notes: &[TestingGap]) {
     for note in notes {
         let agents = report.display_names(&note.agents);
-        put_line!(
-            out,
-            "- {} — *{}*",
-            single_line(&note.text),
-            agents.join(", ")
-        );
+        if agents.is_empty() {
+            put_line!(out, "- {}", single_line(&note.text));
+        } else {
+            put_line!(
+                out,
+                "- {} — *{}*",
+                single_line(&note.text),
+                agents.join(", ")
+            );
+        }
     }
     out.push('\n');
 }
