@@ -1355,6 +1355,71 @@ mod tests {
     }
 
     #[test]
+    fn one_family_counts_as_one_opinion_when_configured() {
+        let mut line_up = manifest(&["opus", "sonnet", "gpt"]);
+        for (name, family) in [("opus", "claude"), ("sonnet", "claude"), ("gpt", "openai")] {
+            line_up.job.agents.push(deep_review_protocol::AgentSpec {
+                name: name.to_string(),
+                runner: deep_review_protocol::RunnerKind::Command,
+                model: None,
+                effort: None,
+                timeout: std::time::Duration::from_secs(60),
+                command: vec!["x".into()],
+                family: Some(family.to_string()),
+                display_name: None,
+            });
+        }
+        let results = || {
+            vec![
+                result(
+                    "opus",
+                    vec![finding(
+                        Severity::Important,
+                        "SQL injection in search",
+                        "src/db.rs",
+                        5,
+                    )],
+                ),
+                result(
+                    "sonnet",
+                    vec![finding(
+                        Severity::Important,
+                        "SQL injection in search query",
+                        "src/db.rs",
+                        6,
+                    )],
+                ),
+                result(
+                    "gpt",
+                    vec![finding(
+                        Severity::Important,
+                        "Search query is injectable",
+                        "src/db.rs",
+                        5,
+                    )],
+                ),
+            ]
+        };
+        let separate = consolidate(
+            &line_up,
+            results(),
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        );
+        assert_eq!(separate.findings[0].consensus, 3);
+        let settings = ConsolidationSettings {
+            families_count_as_one: true,
+            ..ConsolidationSettings::default()
+        };
+        let by_family = consolidate(&line_up, results(), &settings, Utc::now());
+        assert_eq!(by_family.findings[0].agents, vec!["opus", "sonnet", "gpt"]);
+        assert_eq!(
+            by_family.findings[0].consensus, 2,
+            "two Claude models are one opinion"
+        );
+    }
+
+    #[test]
     fn declined_items_are_acknowledged_limitations() {
         let mut line_up = manifest(&["a"]);
         line_up.job.declined = vec!["Split the reconciler".to_string()];
