@@ -570,8 +570,11 @@ async fn baseline(settings: &Settings, arguments: &BenchArguments) -> anyhow::Re
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
-    let mut cleanup_redis = redis.get_multiplexed_async_connection().await?;
-    delete_keys(&mut cleanup_redis, &prefix).await;
+    if let Err(error) =
+        deep_review_transport::delete_prefix(&settings.distributed.redis_url, &prefix).await
+    {
+        eprintln!("could not delete the baseline's Redis keys under {prefix}: {error}");
+    }
     overheads.sort();
     Ok(Measurement {
         label: "baseline".to_string(),
@@ -580,55 +583,13 @@ async fn baseline(settings: &Settings, arguments: &BenchArguments) -> anyhow::Re
     })
 }
 
-async fn delete_keys(connection: &mut redis::aio::MultiplexedConnection, prefix: &str) {
-    let mut cursor: u64 = 0;
-    loop {
-        let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(connection)
-            .await;
-        let Ok((next, keys)) = scanned else { return };
-        if !keys.is_empty() {
-            let _deleted: Result<(), _> =
-                redis::cmd("DEL").arg(&keys).query_async(connection).await;
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
-}
-
 async fn cleanup(settings: &Settings, prefix: &str, rabbit: &RabbitSettings) {
-    if let Ok(client) = redis::Client::open(settings.distributed.redis_url.as_str()) {
-        if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
-            delete_keys(&mut connection, prefix).await;
-        }
-    }
-    if let Ok(connection) = Connection::connect(&rabbit.url, ConnectionProperties::default()).await
+    if let Err(error) =
+        deep_review_transport::delete_prefix(&settings.distributed.redis_url, prefix).await
     {
-        if let Ok(channel) = connection.create_channel().await {
-            let mut queues: Vec<String> = rabbit
-                .runners
-                .iter()
-                .map(|runner| rabbit.task_queue(*runner))
-                .collect();
-            queues.push(rabbit.dead_letter_queue());
-            for queue in queues {
-                let _deleted = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            let _deleted = channel
-                .exchange_delete(
-                    rabbit.dead_letter_queue().as_str().into(),
-                    lapin::options::ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
+        eprintln!("could not delete the benchmark's Redis keys under {prefix}: {error}");
+    }
+    if let Err(error) = deep_review_transport::delete_topology(rabbit).await {
+        eprintln!("could not delete the benchmark's queues under {prefix}: {error}");
     }
 }

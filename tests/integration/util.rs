@@ -215,50 +215,16 @@ impl Services {
 
     /// Deletes every key under `prefix`.
     pub async fn cleanup_redis(&self, prefix: &str) {
-        let client = redis::Client::open(self.redis_url()).expect("redis client");
-        let mut connection = client
-            .get_multiplexed_async_connection()
+        deep_review_transport::delete_prefix(&self.redis_url(), prefix)
             .await
-            .expect("redis connection");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut connection)
-            .await
-            .expect("KEYS");
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut connection)
-                .await
-                .expect("DEL");
-        }
+            .expect("delete test keys");
     }
 
     /// Deletes the queues and exchange of `settings`.
     pub async fn cleanup_rabbitmq(&self, settings: &deep_review_transport::RabbitSettings) {
-        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-        let connection =
-            lapin::Connection::connect(&settings.url, lapin::ConnectionProperties::default())
-                .await
-                .expect("amqp connect");
-        let channel = connection.create_channel().await.expect("channel");
-        let mut queues: Vec<String> = settings
-            .runners
-            .iter()
-            .map(|runner| settings.task_queue(*runner))
-            .collect();
-        queues.push(settings.dead_letter_queue());
-        for queue in queues {
-            let _deleted = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        let _deleted = channel
-            .exchange_delete(
-                settings.dead_letter_queue().as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
+        deep_review_transport::delete_topology(settings)
+            .await
+            .expect("delete test queues");
     }
 }
 

@@ -19,8 +19,8 @@ use deep_review_protocol::{AgentResult, AgentTask, Report, ReviewManifest};
 
 pub use memory_queue::MemoryTaskQueue;
 pub use memory_store::MemoryResultStore;
-pub use rabbitmq::{redact_url, RabbitSettings, RabbitTaskQueue};
-pub use redis_store::{RedisResultStore, RedisSettings};
+pub use rabbitmq::{delete_topology, redact_url, RabbitSettings, RabbitTaskQueue};
+pub use redis_store::{delete_prefix, RedisResultStore, RedisSettings};
 
 pub use tokio_util::sync::CancellationToken;
 

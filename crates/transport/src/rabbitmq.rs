@@ -193,6 +193,45 @@ async fn backoff(attempt: u32, max: Duration) {
     tokio::time::sleep(crate::backoff_delay(attempt, max)).await;
 }
 
+/// Deletes the queues and the dead-letter exchange of `settings` (a deployment or test
+/// prefix that is no longer used). Messages in them are lost.
+pub async fn delete_topology(settings: &RabbitSettings) -> Result<(), TransportError> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
+        .await
+        .map_err(|error| {
+            unavailable(format!(
+                "connecting to {}: {error}",
+                redact_url(&settings.url)
+            ))
+        })?;
+    let channel = connection.create_channel().await.map_err(unavailable)?;
+    let mut queues: Vec<String> = settings
+        .runners
+        .iter()
+        .map(|runner| settings.task_queue(*runner))
+        .collect();
+    queues.push(settings.dead_letter_queue());
+    for queue in queues {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .map_err(|error| unavailable(format!("deleting {queue}: {error}")))?;
+    }
+    channel
+        .exchange_delete(
+            settings.dead_letter_queue().as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .map_err(|error| {
+            unavailable(format!(
+                "deleting exchange {}: {error}",
+                settings.dead_letter_queue()
+            ))
+        })
+}
+
 /// The task queue on RabbitMQ.
 pub struct RabbitTaskQueue {
     settings: RabbitSettings,

@@ -546,6 +546,39 @@ impl ResultStore for RedisResultStore {
     }
 }
 
+/// Deletes every key under `prefix` (a deployment or test prefix no longer used), with
+/// `SCAN` so a large keyspace is not blocked.
+pub async fn delete_prefix(url: &str, prefix: &str) -> Result<(), TransportError> {
+    let client = redis::Client::open(url).map_err(unavailable)?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(unavailable)?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 impl RedisResultStore {
     /// Removes a review from the deadline index and the in-progress list.
     async fn forget_due(&self, review_id: &str) -> Result<(), TransportError> {
