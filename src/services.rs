@@ -19,6 +19,7 @@ use deep_review_consolidator::{
 };
 use deep_review_protocol::{Report, ReviewJob, ReviewManifest, ReviewRequest};
 use deep_review_scheduler::{Scheduler, SchedulerError, SchedulerSettings};
+use deep_review_telemetry::Metrics;
 use deep_review_transport::{
     backoff_delay, redact_url, CancellationToken, RabbitSettings, RabbitTaskQueue,
     RedisResultStore, RedisSettings, ResultStore, TransportError,
@@ -52,6 +53,94 @@ pub fn shutdown_on_signals() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// Whether a service is ready for work: connected and consuming, and not draining.
+#[derive(Clone, Default)]
+struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+
+impl Readiness {
+    fn set(&self, ready: bool) {
+        self.0.store(ready, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Turns not-ready as soon as `shutdown` starts, so load balancers stop sending work
+    /// while in-flight work drains.
+    fn drain_on(&self, shutdown: &CancellationToken) {
+        let readiness = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            readiness.set(false);
+        });
+    }
+}
+
+/// `/metrics`, `/healthz` (the process is alive) and `/readyz` (ready for work).
+fn telemetry_routes<S: Clone + Send + Sync + 'static>(
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> Router<S> {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    if readiness.get() {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+}
+
+/// Serves the telemetry routes on `listen` until `shutdown`.
+async fn serve_telemetry(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening for metrics on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let app: Router = telemetry_routes(metrics, readiness);
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(%error, "the telemetry server failed");
+        }
+    }))
+}
+
+fn new_metrics() -> anyhow::Result<Arc<Metrics>> {
+    Ok(Arc::new(Metrics::new().context("registering metrics")?))
 }
 
 /// Retries `connect` with backoff until it succeeds or `shutdown`, logging each failure, so
@@ -130,9 +219,19 @@ async fn connect_store(
 pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
     settings.check_consumer_timeout()?;
     let shutdown = shutdown_on_signals();
+    let (metrics, readiness) = (new_metrics()?, Readiness::default());
+    readiness.drain_on(&shutdown);
+    let telemetry = serve_telemetry(
+        &settings.distributed.worker_telemetry_listen,
+        Arc::clone(&metrics),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let queue = connect_queue(settings, &shutdown).await?;
     let store = connect_store(settings, &shutdown).await?;
     tracing::info!(runners = ?settings.distributed.runners, concurrency = settings.review.concurrency, "worker started");
+    readiness.set(true);
     let worker = Worker::new(
         Arc::new(queue),
         Arc::new(store),
@@ -142,8 +241,10 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
             scratch_directory: settings.scratch_directory(),
             drain_timeout: settings.distributed.drain_timeout,
         },
-    );
+    )
+    .with_metrics(metrics);
     worker.run(shutdown).await.context("the worker stopped")?;
+    let _stopped = telemetry.await;
     tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -151,7 +252,17 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
 /// `deep-review consolidator`: publishes reports until SIGTERM.
 pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals();
+    let (metrics, readiness) = (new_metrics()?, Readiness::default());
+    readiness.drain_on(&shutdown);
+    let telemetry = serve_telemetry(
+        &settings.distributed.consolidator_telemetry_listen,
+        Arc::clone(&metrics),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
+    readiness.set(true);
     let publishers: Vec<Arc<dyn Publisher>> = vec![
         Arc::new(FilesPublisher::per_review(
             &settings.distributed.reports_directory,
@@ -169,12 +280,14 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
             sweep_interval: settings.distributed.sweep_interval,
             concurrency: settings.distributed.consolidation_concurrency,
         },
-    );
+    )
+    .with_metrics(metrics);
     tracing::info!(reports = %settings.distributed.reports_directory, "consolidator started");
     Arc::new(consolidator)
         .run(shutdown, None)
         .await
         .context("the consolidator stopped")?;
+    let _stopped = telemetry.await;
     tracing::info!("consolidator stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -289,8 +402,11 @@ async fn review_state(
 pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
     settings.check_consumer_timeout()?;
     let shutdown = shutdown_on_signals();
+    let (metrics, readiness) = (new_metrics()?, Readiness::default());
+    readiness.drain_on(&shutdown);
     let queue = connect_queue(settings, &shutdown).await?;
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
+    readiness.set(true);
     let scheduler = Scheduler::new(
         Arc::new(queue),
         Arc::clone(&store),
@@ -303,7 +419,7 @@ pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
     let app = Router::new()
         .route("/v1/reviews", post(create_review))
         .route("/v1/reviews/{id}", get(review_state))
-        .route("/healthz", get(|| async { "ok" }))
+        .merge(telemetry_routes(metrics, readiness))
         .layer(DefaultBodyLimit::max(
             settings.distributed.max_request_bytes,
         ))

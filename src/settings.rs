@@ -56,6 +56,11 @@ pub struct DistributedSettings {
     pub scheduler_listen: String,
     /// Where `deep-review submit` finds the scheduler.
     pub scheduler_url: String,
+    /// Where a worker serves `/metrics`, `/healthz` and `/readyz` (the scheduler serves
+    /// them on its API address).
+    pub worker_telemetry_listen: String,
+    /// Where the consolidator serves `/metrics`, `/healthz` and `/readyz`.
+    pub consolidator_telemetry_listen: String,
     /// Largest accepted request body (an inline diff lives in it).
     pub max_request_bytes: usize,
     /// Where the consolidator writes each review's files (`<dir>/<review id>/`).
@@ -89,6 +94,8 @@ impl Default for DistributedSettings {
             result_ttl: Duration::from_secs(7 * 24 * 3600),
             scheduler_listen: "127.0.0.1:8080".to_string(),
             scheduler_url: "http://127.0.0.1:8080".to_string(),
+            worker_telemetry_listen: "127.0.0.1:9101".to_string(),
+            consolidator_telemetry_listen: "127.0.0.1:9102".to_string(),
             max_request_bytes: 32 * 1024 * 1024,
             reports_directory: "deep-review-reports".to_string(),
             consolidation_lease: Duration::from_secs(60),

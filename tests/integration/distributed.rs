@@ -361,3 +361,159 @@ async fn a_git_url_review_is_read_through_the_workers_mirror() {
     no_sharing.shutdown().await;
     cluster.shutdown().await;
 }
+
+async fn scrape(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn readiness(port: u16) -> u16 {
+    reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// The value of the sample line starting with `series` (name and labels), if any.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn metrics_and_health_move_as_reviews_run() {
+    let mut cluster = Cluster::new("", "");
+    let (worker_port, consolidator_port) = (crate::util::free_port(), crate::util::free_port());
+    let config = cluster.config.clone();
+    cluster.start("scheduler");
+    let worker_address = format!("127.0.0.1:{worker_port}");
+    let worker = cluster.start_with(
+        "worker",
+        &config,
+        &[(
+            "DEEP_REVIEW_DISTRIBUTED__WORKER_TELEMETRY_LISTEN",
+            worker_address.as_str(),
+        )],
+    );
+    let consolidator_address = format!("127.0.0.1:{consolidator_port}");
+    cluster.start_with(
+        "consolidator",
+        &config,
+        &[(
+            "DEEP_REVIEW_DISTRIBUTED__CONSOLIDATOR_TELEMETRY_LISTEN",
+            consolidator_address.as_str(),
+        )],
+    );
+    cluster.wait_ready().await;
+    for port in [worker_port, consolidator_port, cluster.port] {
+        let mut status = 0;
+        for _ in 0..100 {
+            status = readiness(port).await;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 200, "port {port} ready:\n{}", cluster.logs());
+    }
+
+    let (repository, base) = repository_with_known_problems();
+    let out = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        expect_success(&cluster.submit(&[
+            "--repo",
+            repository.path().to_str().unwrap(),
+            "--base",
+            &base,
+            "--wait",
+            "--timeout",
+            "30s",
+            "--out",
+            out.path().to_str().unwrap(),
+        ]));
+    }
+    let report = read_report(out.path());
+    let worker_metrics = scrape(worker_port).await;
+    assert_eq!(
+        sample(
+            &worker_metrics,
+            "deep_review_agent_duration_seconds_count{agent=\"builtin\",outcome=\"completed\"}"
+        ),
+        Some(2.0),
+        "{worker_metrics}"
+    );
+    assert_eq!(
+        sample(
+            &worker_metrics,
+            "deep_review_queue_wait_seconds_count{agent=\"builtin\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &worker_metrics,
+            "deep_review_tasks_in_flight{agent=\"builtin\"}"
+        ),
+        Some(0.0)
+    );
+    let consolidator_metrics = scrape(consolidator_port).await;
+    assert_eq!(
+        sample(
+            &consolidator_metrics,
+            "deep_review_reviews_total{outcome=\"published\"}"
+        ),
+        Some(2.0),
+        "{consolidator_metrics}"
+    );
+    assert_eq!(
+        sample(
+            &consolidator_metrics,
+            "deep_review_review_duration_seconds_count"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &consolidator_metrics,
+            "deep_review_consolidation_duration_seconds_count"
+        ),
+        Some(2.0)
+    );
+    let critical = report
+        .findings
+        .iter()
+        .filter(|finding| finding.severity == deep_review_protocol::Severity::Critical)
+        .count();
+    assert_eq!(
+        sample(
+            &consolidator_metrics,
+            "deep_review_findings_total{severity=\"critical\"}"
+        ),
+        Some(2.0 * critical as f64)
+    );
+    assert!(
+        !consolidator_metrics.contains(&report.review_id),
+        "no review id in labels"
+    );
+    let scheduler_metrics = scrape(cluster.port).await;
+    // The scheduler serves the same registry; labelled families appear with their first
+    // sample (webhooks arrive with the GitHub integration), unlabelled ones at once.
+    assert_eq!(
+        sample(&scheduler_metrics, "deep_review_partial_reports_total"),
+        Some(0.0),
+        "{scheduler_metrics}"
+    );
+
+    // SIGTERM stops the worker cleanly and it no longer reports ready. (That readiness turns
+    // false during the drain itself is not observed here.)
+    let status = cluster.terminate(worker);
+    assert!(status.success(), "a clean stop:\n{}", cluster.logs());
+    assert_ne!(readiness(worker_port).await, 200);
+    cluster.shutdown().await;
+}

@@ -257,7 +257,7 @@ impl Cluster {
             "shared_filesystem = true\n"
         };
         let text = format!(
-            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
+            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nworker_telemetry_listen = \"127.0.0.1:0\"\nconsolidator_telemetry_listen = \"127.0.0.1:0\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
             directory.path().join("reports").display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -278,6 +278,12 @@ impl Cluster {
 
     /// Starts `deep-review <role>` with `config`.
     pub fn start_with_config(&mut self, role: &str, config: &Path) -> usize {
+        self.start_with(role, config, &[])
+    }
+
+    /// Starts `deep-review <role>` with `config` and extra environment (configuration
+    /// overrides such as `DEEP_REVIEW_DISTRIBUTED__WORKER_TELEMETRY_LISTEN`).
+    pub fn start_with(&mut self, role: &str, config: &Path, environment: &[(&str, &str)]) -> usize {
         let log = std::fs::File::create(
             self.directory
                 .path()
@@ -292,6 +298,7 @@ impl Cluster {
                 "info",
                 role,
             ])
+            .envs(environment.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -430,6 +437,14 @@ impl Drop for Cluster {
             let _reaped = child.wait();
         }
     }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// The id in `submit`'s "Review <id> accepted" line.

@@ -40,6 +40,7 @@ pub struct Consolidator {
     store: Arc<dyn ResultStore>,
     publishers: Vec<Arc<dyn Publisher>>,
     settings: ConsolidatorSettings,
+    metrics: Option<Arc<deep_review_telemetry::Metrics>>,
 }
 
 impl Consolidator {
@@ -53,7 +54,14 @@ impl Consolidator {
             store,
             publishers,
             settings,
+            metrics: None,
         }
+    }
+
+    /// Records review metrics in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<deep_review_telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Consolidates `review_id` if nobody else holds or finished it. Returns the report
@@ -69,6 +77,12 @@ impl Consolidator {
         if self.store.is_cancelled(review_id).await? {
             // A superseded round is never published.
             self.store.finish_consolidation(review_id).await?;
+            if let Some(metrics) = &self.metrics {
+                metrics
+                    .reviews_total
+                    .with_label_values(&["superseded"])
+                    .inc();
+            }
             tracing::info!(review = %review_id, "review superseded; report not published");
             return Ok(None);
         }
@@ -78,6 +92,7 @@ impl Consolidator {
         let results = self.store.results(review_id).await?;
         let started = Instant::now();
         let report = consolidate(&manifest, results, &self.settings.consolidation, Utc::now());
+        let building = started.elapsed();
         tracing::info!(
             review = %review_id,
             verdict = report.verdict.verdict.label(),
@@ -102,6 +117,30 @@ impl Consolidator {
             }
         }
         self.store.finish_consolidation(review_id).await?;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .consolidation_duration_seconds
+                .observe(building.as_secs_f64());
+            let outcome = if report.partial {
+                "partial"
+            } else {
+                "published"
+            };
+            metrics.reviews_total.with_label_values(&[outcome]).inc();
+            if report.partial {
+                metrics.partial_reports_total.inc();
+            }
+            let took = (Utc::now() - manifest.job.created_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics.review_duration_seconds.observe(took.as_secs_f64());
+            for finding in &report.findings {
+                metrics
+                    .findings_total
+                    .with_label_values(&[&finding.severity.label().to_lowercase()])
+                    .inc();
+            }
+        }
         Ok(Some(report))
     }
 

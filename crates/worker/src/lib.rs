@@ -97,6 +97,7 @@ pub struct Worker {
     runners: RunnerSet,
     settings: WorkerSettings,
     progress: Option<mpsc::UnboundedSender<ProgressEvent>>,
+    metrics: Option<Arc<deep_review_telemetry::Metrics>>,
 }
 
 impl Worker {
@@ -114,7 +115,14 @@ impl Worker {
             runners,
             settings,
             progress: None,
+            metrics: None,
         }
+    }
+
+    /// Records task metrics in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<deep_review_telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sends progress events to `sender`.
@@ -190,7 +198,46 @@ impl Worker {
             review_id: review_id.clone(),
             agent: task.agent.name.clone(),
         });
+        let agent = task.agent.name.as_str();
+        if let Some(metrics) = &self.metrics {
+            if delivery.previous_deliveries > 0 {
+                metrics
+                    .task_retries_total
+                    .with_label_values(&[agent, "redelivered"])
+                    .inc();
+            }
+            let waited = (Utc::now() - task.job.created_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics
+                .queue_wait_seconds
+                .with_label_values(&[agent])
+                .observe(waited.as_secs_f64());
+            metrics.tasks_in_flight.with_label_values(&[agent]).inc();
+        }
         let result = self.execute(&task).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.tasks_in_flight.with_label_values(&[agent]).dec();
+            metrics
+                .agent_duration_seconds
+                .with_label_values(&[agent, status_label(result.status)])
+                .observe(Duration::from_millis(result.duration_ms).as_secs_f64());
+            metrics
+                .agent_tokens_total
+                .with_label_values(&[agent, "input"])
+                .inc_by(result.usage.input_tokens);
+            metrics
+                .agent_tokens_total
+                .with_label_values(&[agent, "output"])
+                .inc_by(result.usage.output_tokens);
+            if let Some(cost) = result.usage.cost_usd.filter(|cost| *cost > 0.0) {
+                metrics
+                    .agent_cost_usd_total
+                    .with_label_values(&[agent])
+                    .inc_by(cost);
+                metrics.cost_usd_total.inc_by(cost);
+            }
+        }
         let event = ProgressEvent::Finished {
             review_id: review_id.clone(),
             agent: task.agent.name.clone(),
@@ -210,6 +257,9 @@ impl Worker {
             Err(deep_review_transport::TransportError::UnknownReview(_)) => {
                 // No manifest will ever appear for it: retrying cannot help, so dead-letter.
                 tracing::error!(review = %review_id, agent = %task.agent.name, "task of an unknown review; dead-lettering it");
+                if let Some(metrics) = &self.metrics {
+                    metrics.dead_lettered_total.inc();
+                }
                 if let Err(error) = delivery.reject(false).await {
                     tracing::warn!(%error, "could not dead-letter the task; the queue will redeliver it");
                 }
@@ -217,6 +267,12 @@ impl Worker {
             Err(error) => {
                 // Not stored means not done: give the task back so it runs again.
                 tracing::error!(%error, review = %review_id, agent = %task.agent.name, "could not store the result; requeueing the task");
+                if let Some(metrics) = &self.metrics {
+                    metrics
+                        .task_retries_total
+                        .with_label_values(&[agent, "store_failed"])
+                        .inc();
+                }
                 settle(delivery, false).await;
             }
         }
@@ -291,6 +347,16 @@ impl Worker {
             // A closed progress channel only means nobody is watching.
             let _ignored = progress.send(event);
         }
+    }
+}
+
+/// The metric label of an agent outcome, as the protocol spells it.
+fn status_label(status: AgentStatus) -> &'static str {
+    match status {
+        AgentStatus::Completed => "completed",
+        AgentStatus::Failed => "failed",
+        AgentStatus::TimedOut => "timed_out",
+        AgentStatus::Cancelled => "cancelled",
     }
 }
 

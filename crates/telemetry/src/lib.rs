@@ -1,0 +1,208 @@
+//! The Prometheus metrics of deep-review: one registry per process, shared by the
+//! components running in it and served on `GET /metrics`.
+//!
+//! Labels are bounded: agent (from configuration), outcome, severity, direction, reason,
+//! event. Never a review id, repository or PR number, which would grow without bound.
+
+use prometheus::{
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets for durations from sub-second orchestration steps to half-hour agent runs.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0,
+    1800.0,
+];
+
+/// Buckets for the consolidation step, which takes milliseconds.
+pub const CONSOLIDATION_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    /// Reviews finished, by outcome (`published`, `partial`, `superseded`).
+    pub reviews_total: IntCounterVec,
+    /// Request accepted → report published.
+    pub review_duration_seconds: Histogram,
+    /// Request accepted → an agent's task started, by agent.
+    pub queue_wait_seconds: HistogramVec,
+    /// An agent's run, by agent and outcome (`completed`, `failed`, `timed_out`, `cancelled`).
+    pub agent_duration_seconds: HistogramVec,
+    /// Tokens, by agent and direction (`input`, `output`).
+    pub agent_tokens_total: IntCounterVec,
+    /// Cost in US dollars, by agent.
+    pub agent_cost_usd_total: CounterVec,
+    /// Consolidated findings published, by severity.
+    pub findings_total: IntCounterVec,
+    /// Tasks being worked on now, by agent.
+    pub tasks_in_flight: IntGaugeVec,
+    /// Tasks run again, by agent and reason (`redelivered`, `store_failed`).
+    pub task_retries_total: IntCounterVec,
+    /// Tasks sent to the dead-letter queue by this process.
+    pub dead_lettered_total: IntCounter,
+    /// Reports published without every agent's result.
+    pub partial_reports_total: IntCounter,
+    /// Webhook deliveries, by event and result.
+    pub webhooks_total: IntCounterVec,
+    /// Building one report.
+    pub consolidation_duration_seconds: Histogram,
+    /// Cost of everything this process ran, for a quick total.
+    pub cost_usd_total: Counter,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let durations = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec())
+        };
+        let metrics = Metrics {
+            reviews_total: IntCounterVec::new(
+                Opts::new("deep_review_reviews_total", "Reviews finished, by outcome"),
+                &["outcome"],
+            )?,
+            review_duration_seconds: Histogram::with_opts(durations(
+                "deep_review_review_duration_seconds",
+                "Request accepted to report published",
+            ))?,
+            queue_wait_seconds: HistogramVec::new(
+                durations(
+                    "deep_review_queue_wait_seconds",
+                    "Request accepted to the agent's task started",
+                ),
+                &["agent"],
+            )?,
+            agent_duration_seconds: HistogramVec::new(
+                durations(
+                    "deep_review_agent_duration_seconds",
+                    "Agent run time, by outcome",
+                ),
+                &["agent", "outcome"],
+            )?,
+            agent_tokens_total: IntCounterVec::new(
+                Opts::new("deep_review_agent_tokens_total", "Tokens used by agents"),
+                &["agent", "direction"],
+            )?,
+            agent_cost_usd_total: CounterVec::new(
+                Opts::new(
+                    "deep_review_agent_cost_usd_total",
+                    "Agent cost in US dollars",
+                ),
+                &["agent"],
+            )?,
+            findings_total: IntCounterVec::new(
+                Opts::new(
+                    "deep_review_findings_total",
+                    "Consolidated findings published, by severity",
+                ),
+                &["severity"],
+            )?,
+            tasks_in_flight: IntGaugeVec::new(
+                Opts::new("deep_review_tasks_in_flight", "Tasks being worked on"),
+                &["agent"],
+            )?,
+            task_retries_total: IntCounterVec::new(
+                Opts::new(
+                    "deep_review_task_retries_total",
+                    "Tasks run again, by reason",
+                ),
+                &["agent", "reason"],
+            )?,
+            dead_lettered_total: IntCounter::new(
+                "deep_review_dead_lettered_total",
+                "Tasks sent to the dead-letter queue",
+            )?,
+            partial_reports_total: IntCounter::new(
+                "deep_review_partial_reports_total",
+                "Reports published without every agent's result",
+            )?,
+            webhooks_total: IntCounterVec::new(
+                Opts::new(
+                    "deep_review_webhooks_total",
+                    "Webhook deliveries, by event and result",
+                ),
+                &["event", "result"],
+            )?,
+            consolidation_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "deep_review_consolidation_duration_seconds",
+                    "Building one report",
+                )
+                .buckets(CONSOLIDATION_BUCKETS.to_vec()),
+            )?,
+            cost_usd_total: Counter::new(
+                "deep_review_cost_usd_total",
+                "Cost of all agent runs in US dollars",
+            )?,
+            registry,
+        };
+        metrics.register_all()?;
+        Ok(metrics)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.reviews_total.clone()),
+            Box::new(self.review_duration_seconds.clone()),
+            Box::new(self.queue_wait_seconds.clone()),
+            Box::new(self.agent_duration_seconds.clone()),
+            Box::new(self.agent_tokens_total.clone()),
+            Box::new(self.agent_cost_usd_total.clone()),
+            Box::new(self.findings_total.clone()),
+            Box::new(self.tasks_in_flight.clone()),
+            Box::new(self.task_retries_total.clone()),
+            Box::new(self.dead_lettered_total.clone()),
+            Box::new(self.partial_reports_total.clone()),
+            Box::new(self.webhooks_total.clone()),
+            Box::new(self.consolidation_duration_seconds.clone()),
+            Box::new(self.cost_usd_total.clone()),
+        ];
+        for collector in collectors {
+            self.registry.register(collector)?;
+        }
+        Ok(())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exposed() {
+        let metrics = Metrics::new().unwrap();
+        metrics
+            .reviews_total
+            .with_label_values(&["published"])
+            .inc();
+        metrics
+            .agent_duration_seconds
+            .with_label_values(&["builtin", "completed"])
+            .observe(0.2);
+        metrics.dead_lettered_total.inc();
+        let text = metrics.render();
+        assert!(
+            text.contains("deep_review_reviews_total{outcome=\"published\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("deep_review_agent_duration_seconds_bucket{agent=\"builtin\",outcome=\"completed\",le=\"0.25\"} 1"));
+        assert!(text.contains("deep_review_dead_lettered_total 1"));
+        assert!(text.contains("le=\"1800\""), "buckets reach half an hour");
+    }
+}
