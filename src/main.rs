@@ -77,11 +77,12 @@ enum ConfigAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = match cli.command {
-        Command::Scheduler | Command::Worker | Command::Consolidator => "info",
-        _ => "warn",
-    };
-    init_logging(cli.log.as_deref().unwrap_or(default_filter));
+    let service = matches!(
+        cli.command,
+        Command::Scheduler | Command::Worker | Command::Consolidator
+    );
+    let default_filter = if service { "info" } else { "warn" };
+    init_logging(cli.log.as_deref().unwrap_or(default_filter), service);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,13 +148,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_logging(filter: &str) {
+/// Text on a terminal; JSON lines for services writing to a file or a collector, with
+/// the review id and agent of the current span on every line.
+fn init_logging(filter: &str, service: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if service && !terminal {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.with_ansi(terminal).init();
+    }
 }

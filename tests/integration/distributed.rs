@@ -501,6 +501,19 @@ async fn metrics_and_health_move_as_reviews_run() {
         !consolidator_metrics.contains(&report.review_id),
         "no review id in labels"
     );
+    // Service logs are JSON lines naming the review and agent of their span.
+    let logs = cluster.logs();
+    let finished: serde_json::Value = logs
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON log line"))
+        .find(|line| line["fields"]["message"] == "agent finished")
+        .unwrap_or_else(|| panic!("no agent-finished line:\n{logs}"));
+    assert_eq!(finished["span"]["agent"], "builtin");
+    assert!(finished["span"]["review"]
+        .as_str()
+        .is_some_and(|review| !review.is_empty()));
+    assert_eq!(finished["fields"]["status"], "completed");
     let scheduler_metrics = scrape(cluster.port).await;
     // The scheduler serves the same registry; labelled families appear with their first
     // sample (webhooks arrive with the GitHub integration), unlabelled ones at once.

@@ -8,6 +8,7 @@ use chrono::Utc;
 use deep_review_protocol::Report;
 use deep_review_transport::{CancellationToken, ResultStore, TransportError};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::{consolidate, ConsolidationSettings, PublishError, Publisher};
 
@@ -185,8 +186,9 @@ impl Consolidator {
                 };
                 let consolidator = Arc::clone(&self);
                 let published = published.clone();
+                let span = tracing::info_span!("consolidation", review = %review_id);
                 in_progress.spawn(async move {
-                    match consolidator.process(&review_id).await {
+                    match consolidator.process(&review_id).instrument(span).await {
                         Ok(Some(report)) => {
                             if let Some(published) = &published {
                                 // Nobody listening is fine: the report is already published.

@@ -20,6 +20,7 @@ use deep_review_protocol::{AgentResult, AgentStatus, AgentTask, RunnerKind, Seve
 use deep_review_transport::{CancellationToken, Delivery, ResultStore, TaskQueue};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use builtin::{BuiltinRunner, BuiltinSettings};
 pub use change::{ChangeError, PreparedChange};
@@ -155,10 +156,15 @@ impl Worker {
                 delivery = next_with_slot(consumer.as_mut(), &slots) => match delivery {
                     Some((Ok(delivery), slot)) => {
                         let worker = Arc::clone(&worker);
-                        in_flight.spawn(async move {
-                            worker.handle(delivery).await;
-                            drop(slot);
-                        });
+                        // Every log line of the task names its review and agent.
+                        let span = tracing::info_span!("task", review = %delivery.task.job.id, agent = %delivery.task.agent.name);
+                        in_flight.spawn(
+                            async move {
+                                worker.handle(delivery).await;
+                                drop(slot);
+                            }
+                            .instrument(span),
+                        );
                     }
                     Some((Err(error), _slot)) => {
                         tracing::error!(%error, "receiving a task failed");
@@ -238,6 +244,13 @@ impl Worker {
                 metrics.cost_usd_total.inc_by(cost);
             }
         }
+        tracing::info!(
+            status = status_label(result.status),
+            duration_ms = result.duration_ms,
+            findings = result.findings.len(),
+            error = result.error.as_deref().unwrap_or(""),
+            "agent finished"
+        );
         let event = ProgressEvent::Finished {
             review_id: review_id.clone(),
             agent: task.agent.name.clone(),
