@@ -3,6 +3,7 @@
 mod command_agents;
 mod config;
 mod consolidate;
+mod deploy;
 mod distributed;
 mod review;
 mod seeds;
