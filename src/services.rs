@@ -117,12 +117,12 @@ fn telemetry_routes<S: Clone + Send + Sync + 'static>(
         )
 }
 
-/// Serves the telemetry routes on `listen` until `shutdown`.
+/// Serves the telemetry routes on `listen` until `stop`.
 async fn serve_telemetry(
     listen: &str,
     metrics: Arc<Metrics>,
     readiness: Readiness,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -131,7 +131,7 @@ async fn serve_telemetry(
     let app: Router = telemetry_routes(metrics, readiness);
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(stop.cancelled_owned())
             .await
         {
             tracing::error!(%error, "the telemetry server failed");
@@ -221,11 +221,13 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals();
     let (metrics, readiness) = (new_metrics()?, Readiness::default());
     readiness.drain_on(&shutdown);
+    // Health endpoints outlive the drain: /readyz answers 503 while in-flight work finishes.
+    let telemetry_stop = CancellationToken::new();
     let telemetry = serve_telemetry(
         &settings.distributed.worker_telemetry_listen,
         Arc::clone(&metrics),
         readiness.clone(),
-        shutdown.clone(),
+        telemetry_stop.clone(),
     )
     .await?;
     let queue = connect_queue(settings, &shutdown).await?;
@@ -243,8 +245,10 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
         },
     )
     .with_metrics(metrics);
-    worker.run(shutdown).await.context("the worker stopped")?;
+    let outcome = worker.run(shutdown).await.context("the worker stopped");
+    telemetry_stop.cancel();
     let _stopped = telemetry.await;
+    outcome?;
     tracing::info!("worker stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -254,11 +258,12 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals();
     let (metrics, readiness) = (new_metrics()?, Readiness::default());
     readiness.drain_on(&shutdown);
+    let telemetry_stop = CancellationToken::new();
     let telemetry = serve_telemetry(
         &settings.distributed.consolidator_telemetry_listen,
         Arc::clone(&metrics),
         readiness.clone(),
-        shutdown.clone(),
+        telemetry_stop.clone(),
     )
     .await?;
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
@@ -283,11 +288,13 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
     )
     .with_metrics(metrics);
     tracing::info!(reports = %settings.distributed.reports_directory, "consolidator started");
-    Arc::new(consolidator)
+    let outcome = Arc::new(consolidator)
         .run(shutdown, None)
         .await
-        .context("the consolidator stopped")?;
+        .context("the consolidator stopped");
+    telemetry_stop.cancel();
     let _stopped = telemetry.await;
+    outcome?;
     tracing::info!("consolidator stopped");
     Ok(ExitCode::SUCCESS)
 }

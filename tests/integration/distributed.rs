@@ -530,3 +530,64 @@ async fn metrics_and_health_move_as_reviews_run() {
     assert_ne!(readiness(worker_port).await, 200);
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_draining_worker_is_not_ready_and_finishes_its_task() {
+    let markers = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    let config = cluster.config.clone();
+    let port = crate::util::free_port();
+    let address = format!("127.0.0.1:{port}");
+    cluster.start("scheduler");
+    let worker = cluster.start_with(
+        "worker",
+        &config,
+        &[(
+            "DEEP_REVIEW_DISTRIBUTED__WORKER_TELEMETRY_LISTEN",
+            address.as_str(),
+        )],
+    );
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let review_id = accepted_id(&expect_success_output(cluster.submit(&[
+        "--repo",
+        repository.path().to_str().unwrap(),
+        "--base",
+        &base,
+    ])));
+    for _ in 0..100 {
+        if starts(markers.path()) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readiness(port).await, 200);
+
+    // SIGTERM while the slow agent runs: not ready during the drain, yet still answering.
+    cluster.signal_terminate(worker);
+    let mut saw_draining = false;
+    for _ in 0..40 {
+        if readiness(port).await == 503 {
+            saw_draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        saw_draining,
+        "/readyz answered 503 while draining:\n{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster.wait(worker).success(),
+        "a clean stop:\n{}",
+        cluster.logs()
+    );
+    // The task in flight was finished during the drain, not abandoned.
+    cluster
+        .wait_for_status(&review_id, "published", Duration::from_secs(20))
+        .await;
+    assert_eq!(starts(markers.path()), 1, "no redelivery was needed");
+    cluster.shutdown().await;
+}

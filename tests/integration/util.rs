@@ -315,6 +315,21 @@ impl Cluster {
         child.wait().expect("reap");
     }
 
+    /// Sends SIGTERM to service `index` without waiting for it to stop.
+    pub fn signal_terminate(&mut self, index: usize) {
+        let (_, child) = &mut self.children[index];
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    }
+
+    /// Waits for service `index` to exit.
+    pub fn wait(&mut self, index: usize) -> std::process::ExitStatus {
+        self.children[index].1.wait().expect("wait")
+    }
+
     /// Stops service `index` with SIGTERM and returns its exit status.
     pub fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
         let (_, child) = &mut self.children[index];
