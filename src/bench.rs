@@ -242,6 +242,7 @@ async fn pipeline(
             default_agents: agents,
             deadline_grace: Duration::from_secs(600),
             shared_filesystem: false,
+            budget: deep_review_scheduler::Budget::default(),
         },
     ));
     let shutdown = CancellationToken::new();

@@ -268,6 +268,7 @@ fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
         deadline: now,
         repository_context: Vec::new(),
         declined: Vec::new(),
+        notices: Vec::new(),
     };
     ReviewManifest {
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),

@@ -56,6 +56,8 @@ pub async fn review(
             deadline_grace: settings.review.deadline_grace,
             // Everything runs in this process.
             shared_filesystem: true,
+            // Costs are not kept between embedded runs, so no budget applies.
+            budget: deep_review_scheduler::Budget::default(),
         },
     );
     let job = scheduler

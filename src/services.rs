@@ -345,6 +345,7 @@ impl From<SchedulerError> for ApiError {
     fn from(error: SchedulerError) -> Self {
         let status = match error {
             SchedulerError::InvalidRequest(_) | SchedulerError::Git(_) => StatusCode::BAD_REQUEST,
+            SchedulerError::OverBudget(_) => StatusCode::TOO_MANY_REQUESTS,
             SchedulerError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, error.to_string())
@@ -421,6 +422,7 @@ pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
             default_agents: settings.agents.clone(),
             deadline_grace: settings.review.deadline_grace,
             shared_filesystem: settings.distributed.shared_filesystem,
+            budget: settings.budget()?,
         },
     );
     let app = Router::new()

@@ -29,6 +29,21 @@ pub struct Settings {
     pub consolidation: ConsolidationSettings,
     /// The distributed mode's services.
     pub distributed: DistributedSettings,
+    /// Daily cost limits, enforced by the scheduler from the costs recorded in Redis.
+    pub budget: BudgetSettings,
+}
+
+/// Daily cost limits (UTC days) and what happens when one is reached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Limit per repository per day, in US dollars; none when absent.
+    pub daily_usd_per_repository: Option<f64>,
+    /// Limit for everything per day, in US dollars; none when absent.
+    pub daily_usd_total: Option<f64>,
+    /// Names of configured agents to run instead once a limit is reached; empty means
+    /// reviews are deferred (the API answers 429).
+    pub fallback_agents: Vec<String>,
 }
 
 /// The distributed mode: RabbitMQ, Redis and the three services.
@@ -156,6 +171,7 @@ impl Default for Settings {
             builtin: BuiltinSettings::default(),
             consolidation: ConsolidationSettings::default(),
             distributed: DistributedSettings::default(),
+            budget: BudgetSettings::default(),
         }
     }
 }
@@ -225,6 +241,25 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The scheduler's budget, with fallback agents resolved from the line-up.
+    pub fn budget(&self) -> anyhow::Result<deep_review_scheduler::Budget> {
+        let fallback_agents = self
+            .budget
+            .fallback_agents
+            .iter()
+            .map(|name| {
+                self.agents.iter().find(|agent| &agent.name == name).cloned().ok_or_else(|| {
+                    anyhow::anyhow!("invalid configuration: budget.fallback_agents names `{name}`, which is not in [[agents]]")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(deep_review_scheduler::Budget {
+            daily_usd_per_repository: self.budget.daily_usd_per_repository,
+            daily_usd_total: self.budget.daily_usd_total,
+            fallback_agents,
+        })
     }
 
     /// Where worktrees go.

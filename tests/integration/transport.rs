@@ -41,6 +41,7 @@ fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> Revie
         deadline: Utc::now() + deadline_in,
         repository_context: Vec::new(),
         declined: Vec::new(),
+        notices: Vec::new(),
     }
 }
 
@@ -183,6 +184,100 @@ async fn store_contract(store: Arc<dyn ResultStore>) {
         .await
         .unwrap_err();
     assert!(unknown.to_string().contains("r-unknown"), "{unknown}");
+
+    // Reports, status and rounds.
+    let manifest = store.manifest("r-complete").await.unwrap().unwrap();
+    let report = deep_review_consolidator::consolidate(
+        &manifest,
+        store.results("r-complete").await.unwrap(),
+        &Default::default(),
+        Utc::now(),
+    );
+    assert!(store.report("r-complete").await.unwrap().is_none());
+    store.save_report(&report).await.unwrap();
+    assert_eq!(
+        store.report("r-complete").await.unwrap().unwrap().review_id,
+        "r-complete"
+    );
+    let status = store.status("r-complete").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            status.results,
+            status.expected,
+            status.published,
+            status.cancelled,
+            status.publications
+        ),
+        (2, 2, true, false, 1)
+    );
+    assert!(store.status("r-none").await.unwrap().is_none());
+    assert_eq!(
+        store.next_round("acme/shop#7", "first").await.unwrap(),
+        (1, None)
+    );
+    assert_eq!(
+        store.next_round("acme/shop#7", "second").await.unwrap(),
+        (2, Some("first".to_string()))
+    );
+    assert_eq!(
+        store.next_round("acme/shop#8", "other").await.unwrap(),
+        (1, None)
+    );
+
+    // Repository context: kept in order, without duplicates, newest kept past the limit.
+    assert!(store
+        .repository_context("acme/shop")
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .add_repository_context("acme/shop", &["first".to_string(), "second".to_string()])
+        .await
+        .unwrap();
+    store
+        .add_repository_context("acme/shop", &["second".to_string(), "third".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.repository_context("acme/shop").await.unwrap(),
+        vec!["first", "second", "third"]
+    );
+    let many: Vec<String> = (0..deep_review_transport::REPOSITORY_CONTEXT_LIMIT)
+        .map(|index| format!("note {index}"))
+        .collect();
+    store
+        .add_repository_context("acme/shop", &many)
+        .await
+        .unwrap();
+    let kept = store.repository_context("acme/shop").await.unwrap();
+    assert_eq!(kept.len(), deep_review_transport::REPOSITORY_CONTEXT_LIMIT);
+    assert_eq!(
+        kept.first().map(String::as_str),
+        Some("note 0"),
+        "the oldest gave way"
+    );
+    assert!(store
+        .repository_context("acme/other")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Cost per review, per repository and in total, per UTC day.
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+    let tomorrow = today.succ_opt().unwrap();
+    store
+        .add_cost("r-complete", Some("acme/shop"), today, 1.25)
+        .await
+        .unwrap();
+    store
+        .add_cost("r-lapsed", Some("acme/shop"), today, 0.5)
+        .await
+        .unwrap();
+    store.add_cost("r-other", None, today, 2.0).await.unwrap();
+    assert!((store.cost(Some("acme/shop"), today).await.unwrap() - 1.75).abs() < 1e-9);
+    assert!((store.cost(None, today).await.unwrap() - 3.75).abs() < 1e-9);
+    assert_eq!(store.cost(Some("acme/shop"), tomorrow).await.unwrap(), 0.0);
+    assert!((store.status("r-complete").await.unwrap().unwrap().cost_usd - 1.25).abs() < 1e-9);
 }
 
 #[tokio::test]

@@ -102,6 +102,7 @@ fn manifest(agents: usize) -> ReviewManifest {
             deadline: now,
             repository_context: Vec::new(),
             declined: Vec::new(),
+            notices: Vec::new(),
         },
         expected_agents: (0..agents).map(|agent| format!("agent{agent}")).collect(),
     }

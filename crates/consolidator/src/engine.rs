@@ -301,6 +301,7 @@ pub fn consolidate(
         dropped_findings,
         failed_agents,
         omitted_content: Vec::new(),
+        notices: job.notices.clone(),
         repo_context_updates: attributed(|result| &result.process_notes.repo_context_updates),
         prompt_improvements: attributed(|result| &result.process_notes.prompt_improvements),
         appendix: results,
@@ -1065,6 +1066,7 @@ mod tests {
                 deadline: now,
                 repository_context: Vec::new(),
                 declined: Vec::new(),
+                notices: Vec::new(),
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }
@@ -1416,6 +1418,34 @@ mod tests {
         assert_eq!(
             by_family.findings[0].consensus, 2,
             "two Claude models are one opinion"
+        );
+    }
+
+    #[test]
+    fn notices_reach_the_report_and_its_summary() {
+        let mut line_up = manifest(&["a"]);
+        line_up.job.notices = vec![
+            "Because the daily budget is spent, this review ran the cheaper fallback line-up (a)."
+                .to_string(),
+        ];
+        let report = consolidate(
+            &line_up,
+            vec![result("a", vec![])],
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        );
+        assert_eq!(report.notices, line_up.job.notices);
+        assert!(
+            report
+                .executive_summary
+                .contains("cheaper fallback line-up"),
+            "{}",
+            report.executive_summary
+        );
+        let markdown = crate::render::markdown::render(&report);
+        assert!(
+            markdown.contains("> **Note.** Because the daily budget is spent"),
+            "{markdown}"
         );
     }
 

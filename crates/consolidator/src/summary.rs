@@ -84,6 +84,7 @@ pub fn executive_summary(report: &Report) -> String {
             }
         ));
     }
+    sentences.extend(report.notices.iter().cloned());
     for failed in &report.failed_agents {
         sentences.push(format!(
             "{} {}: {}.",

@@ -75,6 +75,7 @@ fn fixture_report() -> Report {
         deadline: finished,
         repository_context: Vec::new(),
         declined: Vec::new(),
+        notices: Vec::new(),
     };
     consolidate(
         &ReviewManifest::for_job(&job),

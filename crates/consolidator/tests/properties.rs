@@ -84,6 +84,7 @@ fn manifest(results: &[AgentResult]) -> ReviewManifest {
             deadline: at,
             repository_context: Vec::new(),
             declined: Vec::new(),
+            notices: Vec::new(),
         },
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
     }

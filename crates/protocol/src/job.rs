@@ -170,6 +170,10 @@ pub struct ReviewJob {
     /// suggested again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub declined: Vec<String>,
+    /// Things the reader must know about how the review ran, e.g. that a spent budget
+    /// switched it to a cheaper line-up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 fn first_round() -> u32 {

@@ -344,6 +344,10 @@ pub struct Report {
     pub failed_agents: Vec<FailedAgent>,
     /// Parts of the change no agent saw (e.g. left out of the diff budget), and why.
     pub omitted_content: Vec<String>,
+    /// How the review ran differently from the configuration (e.g. a cheaper line-up
+    /// because a cost budget was spent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
     /// Repo context updates for the next review of this repository.
     pub repo_context_updates: Vec<TestingGap>,
     /// Prompt or skill improvements suggested by the agents.

@@ -26,6 +26,9 @@ pub enum SchedulerError {
     /// The repository or a revision could not be read.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// A daily cost budget is spent and the configuration says to defer reviews.
+    #[error("review deferred: {0}")]
+    OverBudget(String),
     /// The queue or store failed; the review may be partly published.
     #[error("could not schedule the review: {0}")]
     Transport(#[from] TransportError),
@@ -42,6 +45,19 @@ pub struct SchedulerSettings {
     /// Whether every process sees the same filesystem, so a local repository path given by
     /// the requester is readable by the workers. Off for workers on other machines.
     pub shared_filesystem: bool,
+    /// Daily cost limits and what to do when one is reached.
+    pub budget: Budget,
+}
+
+/// Daily cost limits (UTC days) and what happens when one is reached.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    /// Limit per repository per day, in US dollars.
+    pub daily_usd_per_repository: Option<f64>,
+    /// Limit for everything per day, in US dollars.
+    pub daily_usd_total: Option<f64>,
+    /// The line-up to run instead once a limit is reached; empty means defer the review.
+    pub fallback_agents: Vec<AgentSpec>,
 }
 
 /// Accepts review requests and dispatches their tasks.
@@ -82,6 +98,7 @@ impl Scheduler {
         }
         let explicit_round = request.round;
         let mut job = prepare_job(request, &self.settings, Utc::now()).await?;
+        self.apply_budget(&mut job).await?;
         if let Some(repository) = &job.pull_request.repository {
             job.repository_context = self.store.repository_context(repository).await?;
         }
@@ -104,6 +121,71 @@ impl Scheduler {
         tracing::info!(review = %job.id, agents = job.agents.len(), deadline = %job.deadline, "review scheduled");
         Ok(job)
     }
+}
+
+impl Scheduler {
+    /// Defers `job`, or switches it to the fallback line-up, when a daily budget is spent.
+    async fn apply_budget(&self, job: &mut ReviewJob) -> Result<(), SchedulerError> {
+        let budget = &self.settings.budget;
+        let today = job.created_at.date_naive();
+        let mut spent_reason = None;
+        if let (Some(limit), Some(repository)) = (
+            budget.daily_usd_per_repository,
+            job.pull_request.repository.as_deref(),
+        ) {
+            let spent = self.store.cost(Some(repository), today).await?;
+            if spent >= limit {
+                spent_reason = Some(format!("the daily budget for {repository} is spent (${spent:.2} of ${limit:.2} on {today})"));
+            }
+        }
+        if let (None, Some(limit)) = (&spent_reason, budget.daily_usd_total) {
+            let spent = self.store.cost(None, today).await?;
+            if spent >= limit {
+                spent_reason = Some(format!(
+                    "the daily budget is spent (${spent:.2} of ${limit:.2} on {today})"
+                ));
+            }
+        }
+        let Some(reason) = spent_reason else {
+            return Ok(());
+        };
+        if budget.fallback_agents.is_empty() {
+            tracing::warn!(review = %job.id, %reason, "review deferred");
+            return Err(SchedulerError::OverBudget(format!(
+                "{reason}; retry tomorrow or raise the budget"
+            )));
+        }
+        validate_agents(&budget.fallback_agents)?;
+        let names: Vec<&str> = budget
+            .fallback_agents
+            .iter()
+            .map(|agent| agent.name.as_str())
+            .collect();
+        job.notices.push(format!(
+            "Because {reason}, this review ran the cheaper fallback line-up ({}) instead of the configured one.",
+            names.join(", ")
+        ));
+        job.agents = budget.fallback_agents.clone();
+        job.deadline = deadline_for(&job.agents, self.settings.deadline_grace, job.created_at)?;
+        tracing::info!(review = %job.id, %reason, "review switched to the fallback line-up");
+        Ok(())
+    }
+}
+
+/// When the consolidator stops waiting: the slowest agent's timeout plus the grace.
+fn deadline_for(
+    agents: &[AgentSpec],
+    grace: Duration,
+    accepted: DateTime<Utc>,
+) -> Result<DateTime<Utc>, SchedulerError> {
+    let slowest = agents
+        .iter()
+        .map(|agent| agent.timeout)
+        .max()
+        .unwrap_or_default();
+    let wait = chrono::Duration::from_std(slowest + grace)
+        .map_err(|_| SchedulerError::InvalidRequest("agent timeout is too long".into()))?;
+    Ok(accepted + wait)
 }
 
 /// `owner/repo#42` for a job about a pull request; rounds are counted per key.
@@ -199,14 +281,7 @@ pub async fn prepare_job(
             }
         }
     };
-    let slowest = agents
-        .iter()
-        .map(|agent| agent.timeout)
-        .max()
-        .unwrap_or_default();
-    let deadline = now
-        + chrono::Duration::from_std(slowest + settings.deadline_grace)
-            .map_err(|_| SchedulerError::InvalidRequest("agent timeout is too long".into()))?;
+    let deadline = deadline_for(&agents, settings.deadline_grace, now)?;
     Ok(ReviewJob {
         schema_version: SCHEMA_VERSION,
         id: new_review_id(now),
@@ -218,6 +293,7 @@ pub async fn prepare_job(
         deadline,
         repository_context: Vec::new(),
         declined: request.declined,
+        notices: Vec::new(),
     })
 }
 
@@ -292,6 +368,7 @@ mod tests {
             default_agents: vec![agent("builtin")],
             deadline_grace: Duration::from_secs(30),
             shared_filesystem: true,
+            budget: Budget::default(),
         }
     }
 
@@ -398,6 +475,90 @@ mod tests {
             vec!["Mocks run in a single-user apiserver"]
         );
         assert_eq!(job.declined, vec!["Split the reconciler"]);
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_defers_or_falls_back() {
+        let store = MemoryResultStore::new();
+        let today = Utc::now().date_naive();
+        store
+            .add_cost("earlier", Some("acme/shop"), today, 12.5)
+            .await
+            .unwrap();
+        let mut request = diff_request(vec![agent("expensive")]);
+        request.pull_request.repository = Some("acme/shop".into());
+
+        let mut deferring = settings();
+        deferring.budget.daily_usd_per_repository = Some(10.0);
+        let scheduler = Scheduler::new(
+            Arc::new(MemoryTaskQueue::new(3)),
+            Arc::new(store.clone()),
+            deferring.clone(),
+        );
+        let error = scheduler.submit(request.clone()).await.unwrap_err();
+        assert!(matches!(error, SchedulerError::OverBudget(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("acme/shop is spent ($12.50 of $10.00"),
+            "{error}"
+        );
+
+        let mut falling_back = deferring;
+        falling_back.budget.fallback_agents = vec![agent("cheap")];
+        let queue = MemoryTaskQueue::new(3);
+        let scheduler = Scheduler::new(
+            Arc::new(queue.clone()),
+            Arc::new(store.clone()),
+            falling_back.clone(),
+        );
+        let job = scheduler.submit(request.clone()).await.unwrap();
+        assert_eq!(
+            job.agents
+                .iter()
+                .map(|agent| agent.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["cheap"]
+        );
+        assert!(
+            job.notices[0].contains("fallback line-up (cheap)"),
+            "{:?}",
+            job.notices
+        );
+        assert_eq!(
+            store
+                .manifest(&job.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .expected_agents,
+            vec!["cheap"]
+        );
+        assert_eq!(queue.ready_count(), 1);
+
+        // Another repository, or a higher limit, is unaffected.
+        let mut other = request;
+        other.pull_request.repository = Some("acme/other".into());
+        let job = scheduler.submit(other).await.unwrap();
+        assert_eq!(job.agents[0].name, "expensive");
+        assert!(job.notices.is_empty());
+        let mut everything = settings();
+        everything.budget.daily_usd_total = Some(12.0);
+        everything.budget.fallback_agents = vec![agent("cheap")];
+        let scheduler = Scheduler::new(
+            Arc::new(MemoryTaskQueue::new(3)),
+            Arc::new(store),
+            everything,
+        );
+        let job = scheduler
+            .submit(diff_request(vec![agent("expensive")]))
+            .await
+            .unwrap();
+        assert!(
+            job.notices[0].contains("the daily budget is spent ($12.50 of $12.00"),
+            "{:?}",
+            job.notices
+        );
     }
 
     #[tokio::test]

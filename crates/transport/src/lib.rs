@@ -127,7 +127,7 @@ pub struct StoreOutcome {
 }
 
 /// What the store knows of one review, for status queries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ReviewStatus {
     /// Agents whose result is stored.
     pub results: usize,
@@ -139,6 +139,8 @@ pub struct ReviewStatus {
     pub published: bool,
     /// How many times a report was saved; more than one would mean a duplicate.
     pub publications: u64,
+    /// What the review's agents cost so far, in US dollars.
+    pub cost_usd: f64,
 }
 
 /// Where workers put agent results and the consolidator finds complete or overdue reviews.
@@ -212,6 +214,23 @@ pub trait ResultStore: Send + Sync + 'static {
         repository: &str,
         notes: &[String],
     ) -> Result<(), TransportError>;
+
+    /// Adds `usd` to the cost of `review_id`, of `repository` (when known) and of the whole
+    /// deployment, for the UTC day `day`.
+    async fn add_cost(
+        &self,
+        review_id: &str,
+        repository: Option<&str>,
+        day: chrono::NaiveDate,
+        usd: f64,
+    ) -> Result<(), TransportError>;
+
+    /// What `repository` (or, with `None`, everything) cost on the UTC day `day`.
+    async fn cost(
+        &self,
+        repository: Option<&str>,
+        day: chrono::NaiveDate,
+    ) -> Result<f64, TransportError>;
 }
 
 /// How many context notes are kept per repository; older ones give way.

@@ -223,6 +223,7 @@ mod tests {
             deadline: chrono::Utc::now(),
             repository_context: Vec::new(),
             declined: Vec::new(),
+            notices: Vec::new(),
         };
         AgentTask::new(&job, &agent)
     }

@@ -35,6 +35,10 @@ struct State {
     rounds: HashMap<String, (String, u32)>,
     /// Context notes per repository.
     context: HashMap<String, Vec<String>>,
+    /// Cost per (UTC day, repository or `None` for everything).
+    costs: HashMap<(chrono::NaiveDate, Option<String>), f64>,
+    /// Cost per review.
+    review_costs: HashMap<String, f64>,
 }
 
 struct Review {
@@ -267,17 +271,16 @@ impl ResultStore for MemoryResultStore {
     }
 
     async fn status(&self, review_id: &str) -> Result<Option<ReviewStatus>, TransportError> {
-        Ok(self
-            .lock()
-            .reviews
-            .get(review_id)
-            .map(|review| ReviewStatus {
-                results: review.results.len(),
-                expected: review.manifest.expected_agents.len(),
-                cancelled: review.cancelled,
-                published: review.published,
-                publications: review.publications,
-            }))
+        let state = self.lock();
+        let cost_usd = state.review_costs.get(review_id).copied().unwrap_or(0.0);
+        Ok(state.reviews.get(review_id).map(|review| ReviewStatus {
+            results: review.results.len(),
+            expected: review.manifest.expected_agents.len(),
+            cancelled: review.cancelled,
+            published: review.published,
+            publications: review.publications,
+            cost_usd,
+        }))
     }
 
     async fn next_round(
@@ -301,6 +304,41 @@ impl ResultStore for MemoryResultStore {
             .get(repository)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn add_cost(
+        &self,
+        review_id: &str,
+        repository: Option<&str>,
+        day: chrono::NaiveDate,
+        usd: f64,
+    ) -> Result<(), TransportError> {
+        let mut state = self.lock();
+        *state
+            .review_costs
+            .entry(review_id.to_string())
+            .or_insert(0.0) += usd;
+        *state.costs.entry((day, None)).or_insert(0.0) += usd;
+        if let Some(repository) = repository {
+            *state
+                .costs
+                .entry((day, Some(repository.to_string())))
+                .or_insert(0.0) += usd;
+        }
+        Ok(())
+    }
+
+    async fn cost(
+        &self,
+        repository: Option<&str>,
+        day: chrono::NaiveDate,
+    ) -> Result<f64, TransportError> {
+        Ok(self
+            .lock()
+            .costs
+            .get(&(day, repository.map(str::to_string)))
+            .copied()
+            .unwrap_or(0.0))
     }
 
     async fn add_repository_context(
@@ -358,6 +396,7 @@ mod tests {
                 deadline,
                 repository_context: Vec::new(),
                 declined: Vec::new(),
+                notices: Vec::new(),
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }

@@ -150,6 +150,14 @@ impl RedisResultStore {
         format!("{}:{{{review_id}}}:{part}", self.settings.prefix)
     }
 
+    /// `{prefix}:cost:{day}:all` or `{prefix}:cost:{day}:repository:{name}`.
+    fn cost_key(&self, repository: Option<&str>, day: chrono::NaiveDate) -> String {
+        match repository {
+            Some(repository) => self.global(&format!("cost:{day}:repository:{repository}")),
+            None => self.global(&format!("cost:{day}:all")),
+        }
+    }
+
     fn global(&self, part: &str) -> String {
         format!("{}:{part}", self.settings.prefix)
     }
@@ -479,6 +487,10 @@ impl ResultStore for RedisResultStore {
             cancelled: flag("cancelled"),
             published: flag("published"),
             publications: number("publications"),
+            cost_usd: state
+                .get("cost")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0),
         }))
     }
 
@@ -532,6 +544,67 @@ impl ResultStore for RedisResultStore {
             .invoke_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    async fn add_cost(
+        &self,
+        review_id: &str,
+        repository: Option<&str>,
+        day: chrono::NaiveDate,
+        usd: f64,
+    ) -> Result<(), TransportError> {
+        // Daily totals are kept 40 days, long enough for a monthly view.
+        const DAILY_TTL_SECONDS: u64 = 40 * 24 * 3600;
+        let mut connection = self.connection();
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("HINCRBYFLOAT")
+            .arg(self.key(review_id, "state"))
+            .arg("cost")
+            .arg(usd)
+            .ignore()
+            .cmd("INCRBYFLOAT")
+            .arg(self.cost_key(None, day))
+            .arg(usd)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(self.cost_key(None, day))
+            .arg(DAILY_TTL_SECONDS)
+            .ignore();
+        if let Some(repository) = repository {
+            pipeline
+                .cmd("INCRBYFLOAT")
+                .arg(self.cost_key(Some(repository), day))
+                .arg(usd)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(self.cost_key(Some(repository), day))
+                .arg(DAILY_TTL_SECONDS)
+                .ignore();
+        }
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn cost(
+        &self,
+        repository: Option<&str>,
+        day: chrono::NaiveDate,
+    ) -> Result<f64, TransportError> {
+        let mut connection = self.connection();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.cost_key(repository, day))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        value.map_or(Ok(0.0), |text| {
+            text.parse().map_err(|error| TransportError::Corrupt {
+                what: "daily cost",
+                reason: format!("{text}: {error}"),
+            })
+        })
     }
 
     async fn is_cancelled(&self, review_id: &str) -> Result<bool, TransportError> {

@@ -261,6 +261,19 @@ impl Worker {
         };
         match self.store.put_result(&review_id, &result).await {
             Ok(outcome) => {
+                if let (true, Some(cost)) = (
+                    outcome.stored,
+                    result.usage.cost_usd.filter(|cost| *cost > 0.0),
+                ) {
+                    // Counted once, with the result that was kept; a failure loses only the
+                    // accounting, never the review.
+                    let repository = task.job.pull_request.repository.as_deref();
+                    let day = Utc::now().date_naive();
+                    if let Err(error) = self.store.add_cost(&review_id, repository, day, cost).await
+                    {
+                        tracing::warn!(%error, review = %review_id, "could not record the agent's cost");
+                    }
+                }
                 if !outcome.stored {
                     tracing::info!(review = %review_id, agent = %task.agent.name, "result already stored by an earlier delivery; keeping the first");
                 }
@@ -465,6 +478,7 @@ mod tests {
             deadline: Utc::now() + chrono::Duration::minutes(1),
             repository_context: Vec::new(),
             declined: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -546,6 +560,53 @@ mod tests {
         assert!(slow.error.unwrap().contains("100ms timeout"));
         assert_eq!(queue.ready_count(), 0);
         assert!(queue.dead_letters().is_empty());
+    }
+
+    /// A runner that reports a cost, as model agents do.
+    struct PricedRunner;
+
+    #[async_trait]
+    impl AgentRunner for PricedRunner {
+        async fn run(
+            &self,
+            task: &AgentTask,
+            _change: &PreparedChange,
+        ) -> Result<AgentResult, RunnerError> {
+            let mut result = AgentResult::new(&task.agent.name);
+            result.usage.cost_usd = Some(0.75);
+            Ok(result)
+        }
+    }
+
+    #[tokio::test]
+    async fn costs_are_recorded_once_per_stored_result() {
+        let mut priced = job(&[("priced", RunnerKind::Command, 5_000)]);
+        priced.pull_request.repository = Some("acme/shop".into());
+        let queue = MemoryTaskQueue::new(3);
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&ReviewManifest::for_job(&priced))
+            .await
+            .unwrap();
+        // Delivered twice: the duplicate's cost must not be counted.
+        for _ in 0..2 {
+            queue
+                .publish(&AgentTask::new(&priced, &priced.agents[0]))
+                .await
+                .unwrap();
+        }
+        queue.close();
+        let worker = Worker::new(
+            Arc::new(queue),
+            Arc::new(store.clone()),
+            RunnerSet::new().with(RunnerKind::Command, Arc::new(PricedRunner)),
+            test_settings(1),
+        );
+        worker.run(CancellationToken::new()).await.unwrap();
+        let today = Utc::now().date_naive();
+        assert_eq!(store.cost(Some("acme/shop"), today).await.unwrap(), 0.75);
+        assert_eq!(store.cost(None, today).await.unwrap(), 0.75);
+        assert_eq!(store.status("r1").await.unwrap().unwrap().cost_usd, 0.75);
     }
 
     #[tokio::test]

@@ -86,6 +86,13 @@ pub fn render(report: &Report) -> String {
         "<h2 id=\"summary\">Executive summary</h2>\n<p>{}</p>",
         escape(&report.executive_summary)
     );
+    for notice in &report.notices {
+        put_line!(
+            out,
+            "<p class=\"warning\"><strong>Note.</strong> {}</p>",
+            escape(notice)
+        );
+    }
     if report.partial {
         put_line!(out, "<p class=\"warning\"><strong>Partial report.</strong> Some agents delivered no result before the deadline; see <a href=\"#failed-agents\">agents that did not complete</a>.</p>");
     }

@@ -15,6 +15,9 @@ pub fn render(report: &Report) -> String {
         "## Executive summary\n\n{}\n",
         report.executive_summary
     );
+    for notice in &report.notices {
+        put_line!(out, "> **Note.** {}\n", single_line(notice));
+    }
     if report.partial {
         put_line!(
             out,
