@@ -327,6 +327,9 @@ pub struct ReviewState {
     pub results: usize,
     /// Agents expected.
     pub expected: usize,
+    /// What the agents cost so far, in US dollars.
+    #[serde(default)]
+    pub cost_usd: f64,
     /// The review job.
     pub job: Option<ReviewJob>,
     /// The report, once published.
@@ -397,6 +400,7 @@ async fn review_state(
         status: label.to_string(),
         results: status.results,
         expected: status.expected,
+        cost_usd: status.cost_usd,
         job: state
             .store
             .manifest(&id)

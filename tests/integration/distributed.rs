@@ -105,6 +105,7 @@ async fn submit_wait_matches_the_embedded_review_across_many_reviews() {
     for id in &ids {
         let state = cluster.state(id).await;
         assert_eq!(state["status"], "published");
+        assert_eq!(state["cost_usd"], 0.0, "the builtin reviewer costs nothing");
     }
     cluster.shutdown().await;
 }
