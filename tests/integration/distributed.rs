@@ -580,6 +580,17 @@ async fn a_draining_worker_is_not_ready_and_finishes_its_task() {
         "/readyz answered 503 while draining:\n{}",
         cluster.logs()
     );
+    // And it keeps answering through the drain (the slow agent still runs), rather than
+    // going dark the moment the signal arrives.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            readiness(port).await,
+            503,
+            "still answering mid-drain:\n{}",
+            cluster.logs()
+        );
+    }
     assert!(
         cluster.wait(worker).success(),
         "a clean stop:\n{}",

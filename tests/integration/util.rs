@@ -236,6 +236,8 @@ pub struct Cluster {
     pub prefix: String,
     pub port: u16,
     children: Vec<(String, std::process::Child)>,
+    /// Set once `shutdown` deleted the cluster's queues and keys.
+    cleaned: bool,
 }
 
 impl Cluster {
@@ -267,6 +269,7 @@ impl Cluster {
             prefix,
             port,
             children: Vec::new(),
+            cleaned: false,
         }
     }
 
@@ -427,12 +430,17 @@ impl Cluster {
             let _killed = child.kill();
             let _reaped = child.wait();
         }
+        Self::delete_servers_state(&self.prefix).await;
+        self.cleaned = true;
+    }
+
+    async fn delete_servers_state(prefix: &str) {
         let services = Services;
-        services.cleanup_redis(&self.prefix).await;
+        services.cleanup_redis(prefix).await;
         services
             .cleanup_rabbitmq(&deep_review_transport::RabbitSettings {
                 url: services.amqp_url(),
-                prefix: self.prefix.clone(),
+                prefix: prefix.to_string(),
                 delivery_limit: 5,
                 runners: vec![
                     deep_review_protocol::RunnerKind::Builtin,
@@ -446,10 +454,21 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // A failed test must not leave services running.
+        // A failed test must not leave services running, nor queues and keys behind.
         for (_, child) in &mut self.children {
             let _killed = child.kill();
             let _reaped = child.wait();
+        }
+        if !self.cleaned {
+            let prefix = self.prefix.clone();
+            // Drop cannot await: run the teardown on a runtime of its own thread, where a
+            // failure (a panic) is contained instead of aborting an unwinding test.
+            let _finished = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Runtime::new() {
+                    runtime.block_on(Cluster::delete_servers_state(&prefix));
+                }
+            })
+            .join();
         }
     }
 }
