@@ -2,16 +2,13 @@
 //! git URL: clone once, fetch when a needed commit is missing, then check out worktrees.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::process::Command;
 use tokio::sync::Mutex;
 
+use crate::repository::run_git;
 use crate::{GitError, Repository};
-
-/// Transports git may use for review URLs. Excludes `ext::`, which runs commands.
-const ALLOWED_PROTOCOLS: &str = "https:http:ssh:git:file";
 
 /// Bare mirrors under one directory, one per URL.
 pub struct MirrorCache {
@@ -133,37 +130,12 @@ fn mirror_name(url: &str) -> String {
     format!("{tail}-{hash:016x}.git")
 }
 
-async fn run_git(
-    directory: Option<&Path>,
-    arguments: &[&str],
-    repository: &str,
-) -> Result<(), GitError> {
-    let mut command = Command::new("git");
-    if let Some(directory) = directory {
-        command.arg("-C").arg(directory);
-    }
-    let output = command
-        .args(arguments)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
-        .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(GitError::Spawn)?;
-    if !output.status.success() {
-        return Err(GitError::CommandFailed {
-            arguments: arguments.join(" "),
-            repository: repository.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use tokio::process::Command;
+
     use super::*;
 
     async fn git(directory: &Path, arguments: &[&str]) -> String {

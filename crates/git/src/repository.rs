@@ -241,19 +241,12 @@ impl Repository {
     }
 
     async fn run(&self, arguments: &[&str]) -> Result<String, GitError> {
-        let output = git_command(&self.root)
-            .args(arguments)
-            .output()
-            .await
-            .map_err(GitError::Spawn)?;
-        if !output.status.success() {
-            return Err(GitError::CommandFailed {
-                arguments: arguments.join(" "),
-                repository: self.root.display().to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        run_git(
+            Some(&self.root),
+            arguments,
+            &self.root.display().to_string(),
+        )
+        .await
     }
 }
 
@@ -302,16 +295,55 @@ impl Drop for Worktree {
     }
 }
 
+/// Transports git may use. Excludes `ext::`, which runs commands, since review URLs come
+/// from requests.
+const ALLOWED_PROTOCOLS: &str = "https:http:ssh:git:file";
+
+/// git, in `directory`, never prompting, in a stable locale, restricted to safe transports.
 fn git_command(directory: &Path) -> Command {
     let mut command = Command::new("git");
+    command.arg("-C").arg(directory);
+    configure(&mut command);
     command
-        .arg("-C")
-        .arg(directory)
+}
+
+fn configure(command: &mut Command) {
+    command
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .kill_on_drop(true);
-    command
+}
+
+/// Runs git (in `directory`, when given) and returns its stdout; `repository` names the
+/// repository in errors.
+pub(crate) async fn run_git(
+    directory: Option<&Path>,
+    arguments: &[&str],
+    repository: &str,
+) -> Result<String, GitError> {
+    let mut command = match directory {
+        Some(directory) => git_command(directory),
+        None => {
+            let mut command = Command::new("git");
+            configure(&mut command);
+            command
+        }
+    };
+    let output = command
+        .args(arguments)
+        .output()
+        .await
+        .map_err(GitError::Spawn)?;
+    if !output.status.success() {
+        return Err(GitError::CommandFailed {
+            arguments: arguments.join(" "),
+            repository: repository.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `owner/name` from an https, ssh or scp-like clone URL.
