@@ -51,20 +51,10 @@ async fn submit_wait_matches_the_embedded_review_across_many_reviews() {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let cluster = &cluster;
-                let (repository_path, base) = (&repository_path, &base);
+                let (repository, base) = (&repository, &base);
                 scope.spawn(move || {
                     let out = tempfile::tempdir().unwrap();
-                    let output = cluster.submit(&[
-                        "--repo",
-                        repository_path,
-                        "--base",
-                        base,
-                        "--wait",
-                        "--timeout",
-                        "60s",
-                        "--out",
-                        out.path().to_str().unwrap(),
-                    ]);
+                    let output = cluster.submit_and_wait(repository.path(), base, out.path(), &[]);
                     (out, output)
                 })
             })
@@ -222,17 +212,7 @@ async fn an_agent_that_never_answers_gives_a_partial_report_at_the_deadline() {
     cluster.wait_ready().await;
     let (repository, base) = repository_with_known_problems();
     let out = tempfile::tempdir().unwrap();
-    let output = cluster.submit(&[
-        "--repo",
-        repository.path().to_str().unwrap(),
-        "--base",
-        &base,
-        "--wait",
-        "--timeout",
-        "30s",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let output = cluster.submit_and_wait(repository.path(), &base, out.path(), &[]);
     let stdout = expect_success(&output);
     assert!(stdout.contains("Agent slow did not complete"), "{stdout}");
     let report = read_report(out.path());
@@ -427,17 +407,7 @@ async fn metrics_and_health_move_as_reviews_run() {
     let (repository, base) = repository_with_known_problems();
     let out = tempfile::tempdir().unwrap();
     for _ in 0..2 {
-        expect_success(&cluster.submit(&[
-            "--repo",
-            repository.path().to_str().unwrap(),
-            "--base",
-            &base,
-            "--wait",
-            "--timeout",
-            "30s",
-            "--out",
-            out.path().to_str().unwrap(),
-        ]));
+        expect_success(&cluster.submit_and_wait(repository.path(), &base, out.path(), &[]));
     }
     let report = read_report(out.path());
     let worker_metrics = scrape(worker_port).await;

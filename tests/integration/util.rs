@@ -369,6 +369,33 @@ impl Cluster {
         deep_review(&all)
     }
 
+    /// `submit --repo REPOSITORY --base BASE --wait --timeout 60s --out OUT`, plus `extra`.
+    pub fn submit_and_wait(
+        &self,
+        repository: &Path,
+        base: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> Output {
+        let (repository, out) = (
+            repository.to_str().expect("utf-8"),
+            out.to_str().expect("utf-8"),
+        );
+        let mut arguments = vec![
+            "--repo",
+            repository,
+            "--base",
+            base,
+            "--wait",
+            "--timeout",
+            "60s",
+            "--out",
+            out,
+        ];
+        arguments.extend(extra);
+        self.submit(&arguments)
+    }
+
     /// `GET /v1/reviews/{id}`.
     pub async fn state(&self, review_id: &str) -> serde_json::Value {
         reqwest::get(format!(

@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use deep_review_git::is_test_path;
 use deep_review_protocol::{
-    AgentResult, AgentRetro, AgentStatus, ConsolidatedFinding, ConsolidatedObservation,
-    DesignObservation, DroppedFinding, FailedAgent, FileReviewStatus, Finding, Location,
-    OriginalFinding, Reconciliation, Report, ReportHeader, ReviewJob, ReviewManifest, ReviewerLine,
-    Severity, SeverityCounts, TestingGap, Verdict, VerdictDecision, VerificationOutcome,
-    SCHEMA_VERSION,
+    AgentResult, AgentRetro, AgentStatus, AttributedNote, ConsolidatedFinding,
+    ConsolidatedObservation, DesignObservation, DroppedFinding, FailedAgent, FileReviewStatus,
+    Finding, Location, OriginalFinding, Reconciliation, Report, ReportHeader, ReviewJob,
+    ReviewManifest, ReviewerLine, Severity, SeverityCounts, Verdict, VerdictDecision,
+    VerificationOutcome, SCHEMA_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1009,8 +1009,8 @@ fn new_observation(agent: &str, observation: &DesignObservation) -> Consolidated
 
 /// Items declined in earlier rounds, first among the acknowledged limitations; they carry
 /// no agent because the PR author, not an agent, declined them.
-fn declined_items(job: &ReviewJob) -> impl Iterator<Item = TestingGap> + '_ {
-    job.declined.iter().map(|item| TestingGap {
+fn declined_items(job: &ReviewJob) -> impl Iterator<Item = AttributedNote> + '_ {
+    job.declined.iter().map(|item| AttributedNote {
         text: format!("{item} (declined in an earlier round; do not re-suggest)"),
         agents: Vec::new(),
     })
@@ -1021,8 +1021,8 @@ fn declined_items(job: &ReviewJob) -> impl Iterator<Item = TestingGap> + '_ {
 fn merge_notes(
     results: &[AgentResult],
     select: fn(&AgentResult) -> &Vec<String>,
-) -> Vec<TestingGap> {
-    let mut merged: Vec<(BTreeSet<String>, TestingGap)> = Vec::new();
+) -> Vec<AttributedNote> {
+    let mut merged: Vec<(BTreeSet<String>, AttributedNote)> = Vec::new();
     for result in results {
         for text in select(result) {
             let note_tokens = tokens(text);
@@ -1034,7 +1034,7 @@ fn merge_notes(
                 Some((_, existing)) => existing.agents.push(result.agent.clone()),
                 None => merged.push((
                     note_tokens,
-                    TestingGap {
+                    AttributedNote {
                         text: text.clone(),
                         agents: vec![result.agent.clone()],
                     },

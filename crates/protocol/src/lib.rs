@@ -17,9 +17,9 @@ pub use job::{
 };
 pub use parse::{parse_agent_result, parse_json, ParseError};
 pub use report::{
-    AgentRetro, ConsolidatedFinding, ConsolidatedObservation, DroppedFinding, FailedAgent,
-    OriginalFinding, Reconciliation, Report, ReportHeader, ReviewerLine, SeverityCounts,
-    TestingGap, Verdict, VerdictDecision,
+    AgentRetro, AttributedNote, ConsolidatedFinding, ConsolidatedObservation, DroppedFinding,
+    FailedAgent, OriginalFinding, Reconciliation, Report, ReportHeader, ReviewerLine,
+    SeverityCounts, Verdict, VerdictDecision,
 };
 pub use result::{
     AgentResult, AgentStatus, DesignObservation, FileReview, FileReviewStatus, ObservationKind,

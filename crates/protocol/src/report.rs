@@ -157,9 +157,10 @@ pub struct ConsolidatedObservation {
     pub originals: Vec<(String, DesignObservation)>,
 }
 
-/// A plain remark (testing gap, documentation note, limitation…) with who made it.
+/// A plain remark (testing gap, documentation note, limitation, repo context update)
+/// with the agents that made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TestingGap {
+pub struct AttributedNote {
     /// The remark.
     pub text: String,
     /// Agents that made it.
@@ -327,11 +328,11 @@ pub struct Report {
     /// Design concerns and strengths.
     pub design_observations: Vec<ConsolidatedObservation>,
     /// Missing tests, in the order agents ranked them.
-    pub testing_gaps: Vec<TestingGap>,
+    pub testing_gaps: Vec<AttributedNote>,
     /// Documentation remarks.
-    pub documentation_notes: Vec<TestingGap>,
+    pub documentation_notes: Vec<AttributedNote>,
     /// Accepted limitations and declined items ("do not re-suggest").
-    pub acknowledged_limitations: Vec<TestingGap>,
+    pub acknowledged_limitations: Vec<AttributedNote>,
     /// Per-agent retro, in line-up order.
     pub retro: Vec<AgentRetro>,
     /// Sums over agents.
@@ -349,9 +350,9 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
     /// Repo context updates for the next review of this repository.
-    pub repo_context_updates: Vec<TestingGap>,
+    pub repo_context_updates: Vec<AttributedNote>,
     /// Prompt or skill improvements suggested by the agents.
-    pub prompt_improvements: Vec<TestingGap>,
+    pub prompt_improvements: Vec<AttributedNote>,
     /// Every agent's result as received.
     pub appendix: Vec<AgentResult>,
 }

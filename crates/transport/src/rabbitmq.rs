@@ -70,19 +70,24 @@ struct Link {
     channel: Channel,
 }
 
-/// Connects and declares the topology.
-async fn open(settings: &RabbitSettings, confirms: bool) -> Result<Link, TransportError> {
+/// Connects to the broker, naming the connection after this process for the management UI.
+async fn connect(settings: &RabbitSettings) -> Result<Connection, TransportError> {
     let properties = ConnectionProperties::default().with_connection_name(LongString::from(
         format!("deep-review {}", std::process::id()),
     ));
-    let connection = Connection::connect(&settings.url, properties)
+    Connection::connect(&settings.url, properties)
         .await
         .map_err(|error| {
             unavailable(format!(
                 "connecting to {}: {error}",
                 redact_url(&settings.url)
             ))
-        })?;
+        })
+}
+
+/// Connects and declares the topology.
+async fn open(settings: &RabbitSettings, confirms: bool) -> Result<Link, TransportError> {
+    let connection = connect(settings).await?;
     let channel = connection.create_channel().await.map_err(unavailable)?;
     declare_topology(&channel, settings).await?;
     if confirms {
@@ -197,14 +202,7 @@ async fn backoff(attempt: u32, max: Duration) {
 /// prefix that is no longer used). Messages in them are lost.
 pub async fn delete_topology(settings: &RabbitSettings) -> Result<(), TransportError> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let connection = Connection::connect(&settings.url, ConnectionProperties::default())
-        .await
-        .map_err(|error| {
-            unavailable(format!(
-                "connecting to {}: {error}",
-                redact_url(&settings.url)
-            ))
-        })?;
+    let connection = connect(settings).await?;
     let channel = connection.create_channel().await.map_err(unavailable)?;
     let mut queues: Vec<String> = settings
         .runners

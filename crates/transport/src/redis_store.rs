@@ -142,7 +142,7 @@ impl RedisResultStore {
             claim: Script::new(CLAIM),
             next_round: Script::new(NEXT_ROUND),
             add_context: Script::new(ADD_CONTEXT),
-            claimant: format!("{}-{}", std::process::id(), uuid_like()),
+            claimant: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         })
     }
 
@@ -174,15 +174,6 @@ impl RedisResultStore {
     fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
-}
-
-/// A short random-enough token without another dependency: time and address entropy.
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or(0);
-    format!("{nanos:08x}")
 }
 
 #[async_trait]

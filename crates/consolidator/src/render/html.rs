@@ -5,7 +5,7 @@
 use pulldown_cmark::{html::push_html, Event, Options, Parser};
 
 use deep_review_protocol::{
-    AgentRetro, ConsolidatedFinding, Report, Scope, Severity, TestingGap, Verdict,
+    AgentRetro, AttributedNote, ConsolidatedFinding, Report, Scope, Severity, Verdict,
 };
 
 use crate::format_duration;
@@ -438,7 +438,7 @@ fn notes(
     report: &Report,
     anchor: &str,
     heading: &str,
-    items: &[TestingGap],
+    items: &[AttributedNote],
     empty: &str,
 ) {
     put_line!(out, "<h2 id=\"{anchor}\">{heading}</h2>");

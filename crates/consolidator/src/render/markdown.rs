@@ -1,7 +1,9 @@
 //! GitHub-flavoured Markdown that reads like the seed reports and fits a PR comment: the
 //! appendix is collapsed in `<details>` blocks.
 
-use deep_review_protocol::{AgentRetro, ConsolidatedFinding, Report, Scope, Severity, TestingGap};
+use deep_review_protocol::{
+    AgentRetro, AttributedNote, ConsolidatedFinding, Report, Scope, Severity,
+};
 
 use crate::format_duration;
 use crate::render::{fence, observations_by_kind, put, put_line, retro_metrics, table_cell};
@@ -276,7 +278,7 @@ fn notes_section(
     report: &Report,
     heading: &str,
     intro: &str,
-    notes: &[TestingGap],
+    notes: &[AttributedNote],
     empty: &str,
 ) {
     put_line!(out, "## {heading}\n");
@@ -291,7 +293,7 @@ fn notes_section(
 }
 
 /// `- text — *agents*` per note, then a blank line.
-fn note_list(out: &mut String, report: &Report, notes: &[TestingGap]) {
+fn note_list(out: &mut String, report: &Report, notes: &[AttributedNote]) {
     for note in notes {
         let agents = report.display_names(&note.agents);
         if agents.is_empty() {
