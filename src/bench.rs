@@ -225,14 +225,8 @@ async fn pipeline(
     let latency = Duration::from_millis(arguments.agent_latency_ms);
     let agents: Vec<AgentSpec> = (0..arguments.agents)
         .map(|index| AgentSpec {
-            name: format!("agent{index}"),
-            runner: RunnerKind::Builtin,
-            model: None,
-            effort: None,
             timeout: Duration::from_secs(600),
-            command: Vec::new(),
-            family: None,
-            display_name: None,
+            ..AgentSpec::new(format!("agent{index}"), RunnerKind::Builtin)
         })
         .collect();
     let scheduler = Arc::new(Scheduler::new(

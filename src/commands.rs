@@ -269,6 +269,7 @@ fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
         repository_context: Vec::new(),
         declined: Vec::new(),
         notices: Vec::new(),
+        earlier_findings: Vec::new(),
     };
     ReviewManifest {
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),

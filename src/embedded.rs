@@ -11,20 +11,56 @@ use deep_review_git::Repository;
 use deep_review_protocol::{Report, ReviewRequest, RunnerKind, Source};
 use deep_review_scheduler::{Scheduler, SchedulerSettings};
 use deep_review_transport::{CancellationToken, MemoryResultStore, MemoryTaskQueue};
-use deep_review_worker::{BuiltinRunner, CommandRunner, RunnerSet, Worker, WorkerSettings};
+use deep_review_worker::{
+    BuiltinRunner, CommandRunner, ModelRunner, PriceTable, PromptBuilder, RunnerSet,
+    VendorCliRunner, Worker, WorkerSettings,
+};
 use tokio::sync::mpsc;
 
 use crate::progress::Progress;
 use crate::settings::Settings;
 
-/// The runners available in this build, configured from `settings`.
-pub fn runners(settings: &Settings) -> RunnerSet {
-    RunnerSet::new()
+/// Every runner, configured from `settings`. Fails on a prompt template that does not
+/// load, so a broken override stops start-up instead of failing every task.
+pub fn runners(settings: &Settings) -> anyhow::Result<RunnerSet> {
+    let template = (!settings.models.prompt_template.is_empty())
+        .then(|| Path::new(&settings.models.prompt_template));
+    let prompts = Arc::new(PromptBuilder::new(template)?);
+    let prices = Arc::new(PriceTable::new(settings.models.prices.clone()));
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("deep-review/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client for model runners")?;
+    let mut set = RunnerSet::new()
         .with(
             RunnerKind::Builtin,
             Arc::new(BuiltinRunner::new(settings.builtin.clone())),
         )
-        .with(RunnerKind::Command, Arc::new(CommandRunner::new()))
+        .with(RunnerKind::Command, Arc::new(CommandRunner::new()));
+    for kind in RunnerKind::ALL {
+        if kind.is_vendor_cli() {
+            set = set.with(
+                kind,
+                Arc::new(VendorCliRunner::new(
+                    kind,
+                    Arc::clone(&prompts),
+                    Arc::clone(&prices),
+                )),
+            );
+        } else if kind.is_model_api() {
+            set = set.with(
+                kind,
+                Arc::new(ModelRunner::new(
+                    kind,
+                    client.clone(),
+                    Arc::clone(&prompts),
+                    Arc::clone(&prices),
+                    settings.models.runner_settings(),
+                )),
+            );
+        }
+    }
+    Ok(set)
 }
 
 /// Runs one review end to end and writes its files to `out`.
@@ -70,7 +106,7 @@ pub async fn review(
     let worker = Worker::new(
         Arc::new(queue.clone()),
         Arc::new(store.clone()),
-        runners(settings),
+        runners(settings)?,
         WorkerSettings {
             concurrency: settings.review.concurrency,
             scratch_directory: settings.scratch_directory(),

@@ -237,7 +237,7 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
     let worker = Worker::new(
         Arc::new(queue),
         Arc::new(store),
-        crate::embedded::runners(settings),
+        crate::embedded::runners(settings)?,
         WorkerSettings {
             concurrency: settings.review.concurrency,
             scratch_directory: settings.scratch_directory(),

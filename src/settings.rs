@@ -1,13 +1,14 @@
 //! Configuration: defaults, then `deep-review.toml` (or `--config`), then `DEEP_REVIEW_…`
 //! environment variables (`__` separates levels: `DEEP_REVIEW_REVIEW__CONCURRENCY=8`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use deep_review_consolidator::{ConsolidationSettings, OutputFormat};
 use deep_review_protocol::{AgentSpec, RunnerKind};
-use deep_review_worker::BuiltinSettings;
+use deep_review_worker::{BuiltinSettings, ModelPrice, ModelSettings};
 use serde::{Deserialize, Serialize};
 
 /// The file read from the working directory when `--config` is not given.
@@ -31,6 +32,71 @@ pub struct Settings {
     pub distributed: DistributedSettings,
     /// Daily cost limits, enforced by the scheduler from the costs recorded in Redis.
     pub budget: BudgetSettings,
+    /// Model and vendor CLI runners: the prompt, retries, limits and prices.
+    pub models: ModelsSettings,
+}
+
+/// Model and vendor CLI runners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsSettings {
+    /// A prompt template file (minijinja) to use instead of the built-in one; empty for
+    /// the built-in template.
+    pub prompt_template: String,
+    /// Tries per model request, the first included, on 429, 5xx, timeouts and broken
+    /// responses.
+    pub attempts: u32,
+    /// First retry delay; it doubles per retry, with jitter, unless `Retry-After` says
+    /// otherwise.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Longest one model request may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Model turns per task when an agent sets no `max_turns`.
+    pub max_turns: u32,
+    /// Tokens (input plus output, all turns) per task when an agent sets no `max_tokens`.
+    pub max_tokens: u64,
+    /// Most output tokens of one model response.
+    pub max_output_tokens: u32,
+    /// Prices by model name (or name prefix), for providers that report no cost:
+    /// `[models.prices."gpt-5"] input_per_million_usd = 1.25, output_per_million_usd = 10`.
+    pub prices: BTreeMap<String, ModelPrice>,
+}
+
+impl Default for ModelsSettings {
+    fn default() -> Self {
+        let limits = ModelSettings::default();
+        ModelsSettings {
+            prompt_template: String::new(),
+            attempts: limits.attempts,
+            initial_backoff: limits.initial_backoff,
+            max_backoff: limits.max_backoff,
+            request_timeout: limits.request_timeout,
+            max_turns: limits.max_turns,
+            max_tokens: limits.max_tokens,
+            max_output_tokens: limits.max_output_tokens,
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+impl ModelsSettings {
+    /// The worker's model runner settings.
+    pub fn runner_settings(&self) -> ModelSettings {
+        ModelSettings {
+            attempts: self.attempts,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            request_timeout: self.request_timeout,
+            max_turns: self.max_turns,
+            max_tokens: self.max_tokens,
+            max_output_tokens: self.max_output_tokens,
+        }
+    }
 }
 
 /// Daily cost limits (UTC days) and what happens when one is reached.
@@ -103,7 +169,7 @@ impl Default for DistributedSettings {
             broker_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
             redis_url: "redis://127.0.0.1:6379/".to_string(),
             prefix: "deep-review".to_string(),
-            runners: vec![RunnerKind::Builtin, RunnerKind::Command],
+            runners: RunnerKind::ALL.to_vec(),
             broker_consumer_timeout: Duration::from_secs(30 * 60),
             shared_filesystem: false,
             result_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -150,14 +216,9 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             agents: vec![AgentSpec {
-                name: "builtin".to_string(),
-                runner: RunnerKind::Builtin,
-                model: None,
-                effort: None,
                 timeout: Duration::from_secs(120),
-                command: Vec::new(),
-                family: None,
                 display_name: Some("Builtin static reviewer".to_string()),
+                ..AgentSpec::new("builtin".to_string(), RunnerKind::Builtin)
             }],
             review: ReviewSettings {
                 concurrency: 4,
@@ -172,6 +233,7 @@ impl Default for Settings {
             consolidation: ConsolidationSettings::default(),
             distributed: DistributedSettings::default(),
             budget: BudgetSettings::default(),
+            models: ModelsSettings::default(),
         }
     }
 }
@@ -219,6 +281,18 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         if self.review.concurrency == 0 {
             bail!("invalid configuration: review.concurrency must be at least 1");
+        }
+        if self.models.attempts == 0 {
+            bail!("invalid configuration: models.attempts must be at least 1");
+        }
+        for agent in &self.agents {
+            if agent.runner.is_model_api() && agent.model.as_deref().is_none_or(str::is_empty) {
+                bail!(
+                    "invalid configuration: agent `{}` uses the {} runner but names no `model`",
+                    agent.name,
+                    agent.runner.as_str()
+                );
+            }
         }
         if self.output.formats.is_empty() {
             bail!("invalid configuration: output.formats must name at least one of markdown, html, json");

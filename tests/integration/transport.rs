@@ -28,20 +28,15 @@ fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> Revie
         agents: agents
             .iter()
             .map(|name| AgentSpec {
-                name: name.to_string(),
-                runner: RunnerKind::Builtin,
-                model: None,
-                effort: None,
                 timeout: Duration::from_secs(10),
-                command: vec![],
-                family: None,
-                display_name: None,
+                ..AgentSpec::new(name.to_string(), RunnerKind::Builtin)
             })
             .collect(),
         deadline: Utc::now() + deadline_in,
         repository_context: Vec::new(),
         declined: Vec::new(),
         notices: Vec::new(),
+        earlier_findings: Vec::new(),
     }
 }
 

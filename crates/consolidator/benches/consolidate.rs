@@ -103,6 +103,7 @@ fn manifest(agents: usize) -> ReviewManifest {
             repository_context: Vec::new(),
             declined: Vec::new(),
             notices: Vec::new(),
+            earlier_findings: Vec::new(),
         },
         expected_agents: (0..agents).map(|agent| format!("agent{agent}")).collect(),
     }

@@ -300,7 +300,7 @@ pub fn consolidate(
         reconciliations,
         dropped_findings,
         failed_agents,
-        omitted_content: Vec::new(),
+        omitted_content: omitted_content(&results, &display_of),
         notices: job.notices.clone(),
         repo_context_updates: attributed(|result| &result.process_notes.repo_context_updates),
         prompt_improvements: attributed(|result| &result.process_notes.prompt_improvements),
@@ -1016,6 +1016,26 @@ fn declined_items(job: &ReviewJob) -> impl Iterator<Item = AttributedNote> + '_ 
     })
 }
 
+/// Files some agent was not shown, one line each, naming the agents that missed them.
+fn omitted_content(results: &[AgentResult], display_of: &dyn Fn(&str) -> String) -> Vec<String> {
+    let mut by_file: Vec<(&str, &str, Vec<String>)> = Vec::new();
+    for result in results {
+        for file in &result.omitted_files {
+            let agent = display_of(&result.agent);
+            match by_file.iter_mut().find(|(path, _, _)| *path == file.path) {
+                Some((_, _, agents)) => agents.push(agent),
+                None => by_file.push((&file.path, &file.reason, vec![agent])),
+            }
+        }
+    }
+    by_file
+        .into_iter()
+        .map(|(path, reason, agents)| {
+            format!("`{path}`: {reason} (not shown to {})", agents.join(", "))
+        })
+        .collect()
+}
+
 /// Merges near-identical remarks of different agents, keeping first-seen order (agents rank
 /// their own lists, e.g. testing gaps by risk).
 fn merge_notes(
@@ -1067,6 +1087,7 @@ mod tests {
                 repository_context: Vec::new(),
                 declined: Vec::new(),
                 notices: Vec::new(),
+                earlier_findings: Vec::new(),
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }
@@ -1361,14 +1382,13 @@ mod tests {
         let mut line_up = manifest(&["opus", "sonnet", "gpt"]);
         for (name, family) in [("opus", "claude"), ("sonnet", "claude"), ("gpt", "openai")] {
             line_up.job.agents.push(deep_review_protocol::AgentSpec {
-                name: name.to_string(),
-                runner: deep_review_protocol::RunnerKind::Command,
-                model: None,
-                effort: None,
                 timeout: std::time::Duration::from_secs(60),
                 command: vec!["x".into()],
                 family: Some(family.to_string()),
-                display_name: None,
+                ..deep_review_protocol::AgentSpec::new(
+                    name.to_string(),
+                    deep_review_protocol::RunnerKind::Command,
+                )
             });
         }
         let results = || {

@@ -30,14 +30,12 @@ fn fixture_report() -> Report {
         .single()
         .expect("date");
     let agent = |name: &str, display: &str, model: &str| AgentSpec {
-        name: name.to_string(),
-        runner: RunnerKind::Command,
         model: Some(model.to_string()),
         effort: Some("high".to_string()),
         timeout: std::time::Duration::from_secs(900),
         command: vec![format!("{name}-agent")],
-        family: None,
         display_name: Some(display.to_string()),
+        ..AgentSpec::new(name.to_string(), RunnerKind::Command)
     };
     let job = ReviewJob {
         schema_version: SCHEMA_VERSION,
@@ -76,6 +74,7 @@ fn fixture_report() -> Report {
         repository_context: Vec::new(),
         declined: Vec::new(),
         notices: Vec::new(),
+        earlier_findings: Vec::new(),
     };
     consolidate(
         &ReviewManifest::for_job(&job),

@@ -85,6 +85,7 @@ fn manifest(results: &[AgentResult]) -> ReviewManifest {
             repository_context: Vec::new(),
             declined: Vec::new(),
             notices: Vec::new(),
+            earlier_findings: Vec::new(),
         },
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
     }

@@ -93,6 +93,81 @@ impl FileDiff {
     }
 }
 
+/// One file's part of a unified diff, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSection<'a> {
+    /// The path a reviewer should cite (see [`FileDiff::path`]).
+    pub path: String,
+    /// The section's lines, header included, exactly as in the diff.
+    pub text: &'a str,
+}
+
+/// Splits a unified diff into one section per file, so that whole files can be kept or
+/// left out. Text before the first file header (e.g. a commit message) is dropped.
+pub fn split_by_file(diff: &str) -> Vec<FileSection<'_>> {
+    let git_headers = diff.starts_with("diff --git ") || diff.contains("\ndiff --git ");
+    let lines: Vec<&str> = diff.split_inclusive('\n').collect();
+    let mut starts = Vec::new();
+    let mut offset = 0;
+    // Lines of the current hunk still to come (base side, head side): inside a hunk a
+    // removed line may itself start with `--- `.
+    let mut remaining = (0u32, 0u32);
+    for (index, line) in lines.iter().enumerate() {
+        if remaining != (0, 0) {
+            match line.as_bytes().first() {
+                Some(b' ') => {
+                    remaining = (remaining.0.saturating_sub(1), remaining.1.saturating_sub(1))
+                }
+                Some(b'-') => remaining.0 = remaining.0.saturating_sub(1),
+                Some(b'+') => remaining.1 = remaining.1.saturating_sub(1),
+                Some(b'\\') => {}
+                _ => remaining = (0, 0),
+            }
+        } else if line.starts_with("@@ ") {
+            remaining = hunk_lengths(line);
+        } else if if git_headers {
+            line.starts_with("diff --git ")
+        } else {
+            line.starts_with("--- ")
+                && lines
+                    .get(index + 1)
+                    .is_some_and(|next| next.starts_with("+++ "))
+        } {
+            starts.push(offset);
+        }
+        offset += line.len();
+    }
+    let mut sections = Vec::new();
+    for (index, &start) in starts.iter().enumerate() {
+        let end = starts.get(index + 1).copied().unwrap_or(diff.len());
+        let text = &diff[start..end];
+        let path = parse_unified_diff(text)
+            .first()
+            .map(|file| file.path().to_string())
+            .unwrap_or_default();
+        sections.push(FileSection { path, text });
+    }
+    sections
+}
+
+/// The base-side and head-side line counts of a hunk header `@@ -a,b +c,d @@`.
+fn hunk_lengths(header: &str) -> (u32, u32) {
+    let mut parts = header.split_whitespace().skip(1);
+    let mut length = |prefix: char| {
+        parts
+            .next()
+            .and_then(|range| range.strip_prefix(prefix))
+            .map(|range| match range.split_once(',') {
+                Some((_, count)) => count.parse().unwrap_or(0),
+                None => 1,
+            })
+            .unwrap_or(0)
+    };
+    let base = length('-');
+    let head = length('+');
+    (base, head)
+}
+
 /// Parses a unified diff, as `git diff` or `diff -u` print it, into files and hunks.
 ///
 /// Git's extended headers are understood, so binary files, renames, mode-only changes and
@@ -308,6 +383,42 @@ similarity index 100%
 rename from old name.rs
 rename to new name.rs
 ";
+
+    #[test]
+    fn split_by_file_keeps_every_byte_once_in_file_order() {
+        let sections = split_by_file(GIT_DIFF);
+        let paths: Vec<&str> = sections
+            .iter()
+            .map(|section| section.path.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "src/lib.rs",
+                "new.py",
+                "gone.txt",
+                "logo.png",
+                "new name.rs"
+            ]
+        );
+        let joined: String = sections.iter().map(|section| section.text).collect();
+        assert_eq!(joined, GIT_DIFF);
+        assert!(sections[0]
+            .text
+            .contains("--- removed line that looks like a header"));
+    }
+
+    #[test]
+    fn split_by_file_handles_plain_diffs_with_header_like_lines() {
+        let plain = "--- a/one.txt\n+++ b/one.txt\n@@ -1,2 +1,2 @@\n--- not a header\n+++ not a header\n same\n--- a/two.txt\n+++ b/two.txt\n@@ -1 +1 @@\n-x\n+y\n";
+        let sections = split_by_file(plain);
+        let paths: Vec<&str> = sections
+            .iter()
+            .map(|section| section.path.as_str())
+            .collect();
+        assert_eq!(paths, ["one.txt", "two.txt"]);
+        assert!(sections[0].text.ends_with(" same\n"));
+    }
 
     #[test]
     fn git_diff_files_lines_and_numbers() {

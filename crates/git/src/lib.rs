@@ -9,7 +9,9 @@ mod mirror;
 mod paths;
 mod repository;
 
-pub use diff::{parse_unified_diff, ChangeKind, DiffLine, FileDiff, Hunk, LineKind};
+pub use diff::{
+    parse_unified_diff, split_by_file, ChangeKind, DiffLine, FileDiff, FileSection, Hunk, LineKind,
+};
 pub use mirror::MirrorCache;
 pub use paths::is_test_path;
 pub use repository::{GitError, Repository, Worktree, EMPTY_TREE};

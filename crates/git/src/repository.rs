@@ -240,6 +240,12 @@ impl Repository {
         })
     }
 
+    /// Runs git with `arguments` in this repository and returns its output. For read-only
+    /// queries (log, show, blame, grep); callers vet arguments that come from elsewhere.
+    pub async fn output(&self, arguments: &[&str]) -> Result<String, GitError> {
+        self.run(arguments).await
+    }
+
     async fn run(&self, arguments: &[&str]) -> Result<String, GitError> {
         run_git(
             Some(&self.root),

@@ -14,6 +14,19 @@ pub enum RunnerKind {
     Builtin,
     /// Any executable that reads an [`AgentInput`] on stdin and prints an `AgentResult`.
     Command,
+    /// Anthropic's Claude Code CLI in print mode (`claude -p --output-format stream-json`).
+    ClaudeCode,
+    /// OpenAI's Codex CLI (`codex exec --json`).
+    Codex,
+    /// Google's Gemini CLI in headless mode (`gemini -p --output-format stream-json`).
+    GeminiCli,
+    /// Anthropic's Messages API, with the worker's tool loop.
+    Anthropic,
+    /// OpenAI's Chat Completions API or any server compatible with it (vLLM, Ollama,
+    /// LiteLLM), with the worker's tool loop.
+    Openai,
+    /// Google's Gemini API (`generateContent`), with the worker's tool loop.
+    Gemini,
 }
 
 impl RunnerKind {
@@ -22,6 +35,50 @@ impl RunnerKind {
         match self {
             RunnerKind::Builtin => "builtin",
             RunnerKind::Command => "command",
+            RunnerKind::ClaudeCode => "claude-code",
+            RunnerKind::Codex => "codex",
+            RunnerKind::GeminiCli => "gemini-cli",
+            RunnerKind::Anthropic => "anthropic",
+            RunnerKind::Openai => "openai",
+            RunnerKind::Gemini => "gemini",
+        }
+    }
+
+    /// Every runner, for configuration errors and documentation.
+    pub const ALL: [RunnerKind; 8] = [
+        RunnerKind::Builtin,
+        RunnerKind::Command,
+        RunnerKind::ClaudeCode,
+        RunnerKind::Codex,
+        RunnerKind::GeminiCli,
+        RunnerKind::Anthropic,
+        RunnerKind::Openai,
+        RunnerKind::Gemini,
+    ];
+
+    /// Whether the runner calls a model's HTTP API from the worker's own tool loop.
+    pub fn is_model_api(self) -> bool {
+        matches!(
+            self,
+            RunnerKind::Anthropic | RunnerKind::Openai | RunnerKind::Gemini
+        )
+    }
+
+    /// Whether the runner drives a vendor's agent CLI.
+    pub fn is_vendor_cli(self) -> bool {
+        matches!(
+            self,
+            RunnerKind::ClaudeCode | RunnerKind::Codex | RunnerKind::GeminiCli
+        )
+    }
+
+    /// The environment variable that holds the API key when the agent names none.
+    pub fn default_api_key_variable(self) -> Option<&'static str> {
+        match self {
+            RunnerKind::ClaudeCode | RunnerKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+            RunnerKind::Codex | RunnerKind::Openai => Some("OPENAI_API_KEY"),
+            RunnerKind::GeminiCli | RunnerKind::Gemini => Some("GEMINI_API_KEY"),
+            RunnerKind::Builtin | RunnerKind::Command => None,
         }
     }
 }
@@ -52,6 +109,25 @@ pub struct AgentSpec {
     /// How the report names the reviewer, e.g. "Claude Opus 4.6"; defaults to `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Name of the environment variable holding the API key (model and CLI runners); the
+    /// key itself never appears in configuration or on the queue. Defaults per runner,
+    /// e.g. `ANTHROPIC_API_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// API endpoint for model runners, e.g. a local vLLM, Ollama or LiteLLM server for
+    /// `openai`; defaults to the provider's public endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Most model turns (requests) a model runner may take; the last one must answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Most tokens (input plus output, over all turns) a model runner may spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Tokens the prompt may take; whole files of the diff are left out, and listed,
+    /// beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
 }
 
 fn default_agent_timeout() -> Duration {
@@ -59,6 +135,26 @@ fn default_agent_timeout() -> Duration {
 }
 
 impl AgentSpec {
+    /// An agent named `name` on `runner` with every option at its default: no model, a
+    /// 15-minute timeout. Fill in the rest with struct update syntax.
+    pub fn new(name: impl Into<String>, runner: RunnerKind) -> Self {
+        AgentSpec {
+            name: name.into(),
+            runner,
+            model: None,
+            effort: None,
+            timeout: default_agent_timeout(),
+            command: Vec::new(),
+            family: None,
+            display_name: None,
+            api_key_env: None,
+            base_url: None,
+            max_turns: None,
+            max_tokens: None,
+            prompt_tokens: None,
+        }
+    }
+
     /// The name the report shows.
     pub fn display(&self) -> &str {
         self.display_name.as_deref().unwrap_or(&self.name)
@@ -174,6 +270,10 @@ pub struct ReviewJob {
     /// switched it to a cheaper line-up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// The previous round's findings, one line each (`[severity] path:line: title`), so
+    /// agents check whether they were fixed instead of rediscovering them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_findings: Vec<String>,
 }
 
 fn first_round() -> u32 {

@@ -23,7 +23,7 @@ pub use report::{
 };
 pub use result::{
     AgentResult, AgentStatus, DesignObservation, FileReview, FileReviewStatus, ObservationKind,
-    ProcessNotes, Scope, Usage,
+    OmittedFile, ProcessNotes, Scope, Usage,
 };
 
 /// The version of every message and report type in this crate. Bumped on any change a
@@ -39,6 +39,53 @@ pub fn agent_result_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(AgentResult)).unwrap_or_default()
 }
 
+/// Fields of an [`AgentResult`] that the worker fills in, not the agent.
+const WORKER_OWNED_FIELDS: [&str; 12] = [
+    "schema_version",
+    "agent",
+    "model",
+    "effort",
+    "status",
+    "error",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "usage",
+    "raw_output",
+    "omitted_files",
+];
+
+/// The JSON Schema of what a model answers: an [`AgentResult`] without the fields the
+/// worker fills in, with every definition inlined (some providers' tool schemas cannot
+/// follow `$ref`).
+pub fn agent_answer_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft07()
+        .with(|settings| settings.inline_subschemas = true)
+        .into_generator();
+    let mut schema =
+        serde_json::to_value(generator.into_root_schema_for::<AgentResult>()).unwrap_or_default();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+        object.remove("title");
+        if let Some(properties) = object
+            .get_mut("properties")
+            .and_then(|properties| properties.as_object_mut())
+        {
+            for field in WORKER_OWNED_FIELDS {
+                properties.remove(field);
+            }
+        }
+        if let Some(required) = object
+            .get_mut("required")
+            .and_then(|required| required.as_array_mut())
+        {
+            required
+                .retain(|field| !WORKER_OWNED_FIELDS.contains(&field.as_str().unwrap_or_default()));
+        }
+    }
+    schema
+}
+
 /// The JSON Schema of a [`Report`].
 pub fn report_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Report)).unwrap_or_default()
@@ -47,4 +94,31 @@ pub fn report_schema() -> serde_json::Value {
 /// The JSON Schema of an [`AgentTask`], as handed to `command` agents on stdin.
 pub fn agent_task_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(AgentTask)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_schema_leaves_worker_fields_out_and_inlines_definitions() {
+        let schema = agent_answer_schema();
+        let properties = schema["properties"].as_object().unwrap();
+        assert!(properties.contains_key("findings"));
+        assert!(properties.contains_key("files_reviewed"));
+        for field in WORKER_OWNED_FIELDS {
+            assert!(!properties.contains_key(field), "{field} is worker-owned");
+        }
+        let text = schema.to_string();
+        assert!(
+            !text.contains("$ref"),
+            "definitions must be inlined: {text}"
+        );
+        assert!(
+            !text.contains("\"agent\""),
+            "agent is not required of a model"
+        );
+        // A finding's own fields are described inline.
+        assert!(text.contains("severity"));
+    }
 }

@@ -124,6 +124,15 @@ pub struct FileReview {
     pub reason: Option<String>,
 }
 
+/// A file of the change left out of an agent's prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OmittedFile {
+    /// Repository-relative path.
+    pub path: String,
+    /// Why it was left out, e.g. "lock file" or "over the prompt budget".
+    pub reason: String,
+}
+
 /// Notes meant for the next review rather than for the PR author.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessNotes {
@@ -191,6 +200,9 @@ pub struct AgentResult {
     /// Notes for future reviews.
     #[serde(default)]
     pub process_notes: ProcessNotes,
+    /// Files of the change the agent was not shown (its prompt budget ran out), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted_files: Vec<OmittedFile>,
     /// The agent's output as it printed it, kept for the appendix and for diagnosis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_output: Option<String>,
@@ -221,6 +233,7 @@ impl AgentResult {
             acknowledged_limitations: Vec::new(),
             files_reviewed: Vec::new(),
             process_notes: ProcessNotes::default(),
+            omitted_files: Vec::new(),
             raw_output: None,
         }
     }

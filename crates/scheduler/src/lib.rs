@@ -106,6 +106,11 @@ impl Scheduler {
         if let Some(key) = pull_request_key(&job) {
             let (round, previous) = self.store.next_round(&key, &job.id).await?;
             job.round = explicit_round.unwrap_or(round);
+            if let Some(previous) = &previous {
+                if let Some(report) = self.store.report(previous).await? {
+                    job.earlier_findings = report.findings.iter().map(earlier_finding).collect();
+                }
+            }
             superseded = previous;
         }
         self.store
@@ -121,6 +126,23 @@ impl Scheduler {
         tracing::info!(review = %job.id, agents = job.agents.len(), deadline = %job.deadline, "review scheduled");
         Ok(job)
     }
+}
+
+/// One line of an earlier round's finding, as agents are shown it.
+fn earlier_finding(finding: &deep_review_protocol::ConsolidatedFinding) -> String {
+    let place = finding
+        .locations
+        .first()
+        .map(|location| match location.start_line {
+            Some(line) => format!("{}:{line}", location.path),
+            None => location.path.clone(),
+        })
+        .unwrap_or_else(|| "(no location)".to_string());
+    format!(
+        "[{}] {place}: {}",
+        finding.severity.label().to_lowercase(),
+        finding.title
+    )
 }
 
 impl Scheduler {
@@ -294,6 +316,7 @@ pub async fn prepare_job(
         repository_context: Vec::new(),
         declined: request.declined,
         notices: Vec::new(),
+        earlier_findings: Vec::new(),
     })
 }
 
@@ -328,6 +351,13 @@ fn validate_agents(agents: &[AgentSpec]) -> Result<(), SchedulerError> {
                 agent.name
             )));
         }
+        if agent.runner.is_model_api() && agent.model.as_deref().is_none_or(str::is_empty) {
+            return Err(SchedulerError::InvalidRequest(format!(
+                "agent `{}` uses the {} runner but names no `model`",
+                agent.name,
+                agent.runner.as_str()
+            )));
+        }
         if agent.timeout.is_zero() {
             return Err(SchedulerError::InvalidRequest(format!(
                 "agent `{}` has a zero timeout",
@@ -352,14 +382,8 @@ mod tests {
 
     fn agent(name: &str) -> AgentSpec {
         AgentSpec {
-            name: name.to_string(),
-            runner: RunnerKind::Builtin,
-            model: None,
-            effort: None,
             timeout: Duration::from_secs(60),
-            command: vec![],
-            family: None,
-            display_name: None,
+            ..AgentSpec::new(name.to_string(), RunnerKind::Builtin)
         }
     }
 

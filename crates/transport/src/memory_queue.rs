@@ -201,14 +201,8 @@ mod tests {
 
     fn task(name: &str) -> AgentTask {
         let agent = AgentSpec {
-            name: name.to_string(),
-            runner: RunnerKind::Builtin,
-            model: None,
-            effort: None,
             timeout: std::time::Duration::from_secs(5),
-            command: vec![],
-            family: None,
-            display_name: None,
+            ..AgentSpec::new(name.to_string(), RunnerKind::Builtin)
         };
         let job = ReviewJob {
             schema_version: 1,
@@ -224,6 +218,7 @@ mod tests {
             repository_context: Vec::new(),
             declined: Vec::new(),
             notices: Vec::new(),
+            earlier_findings: Vec::new(),
         };
         AgentTask::new(&job, &agent)
     }

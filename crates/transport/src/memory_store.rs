@@ -397,6 +397,7 @@ mod tests {
                 repository_context: Vec::new(),
                 declined: Vec::new(),
                 notices: Vec::new(),
+                earlier_findings: Vec::new(),
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }

@@ -27,6 +27,7 @@ pub struct PreparedChange {
     /// The diff, parsed per file.
     pub files: Vec<FileDiff>,
     repository: Option<Repository>,
+    base: Option<String>,
     head: Option<String>,
     worktree: Option<(Worktree, tempfile::TempDir)>,
 }
@@ -79,6 +80,7 @@ impl PreparedChange {
             files: parse_unified_diff(&diff),
             diff,
             repository: Some(repository),
+            base: Some(base.clone()),
             head: Some(head.clone()),
             worktree,
         })
@@ -90,6 +92,7 @@ impl PreparedChange {
             files: parse_unified_diff(&diff),
             diff,
             repository: None,
+            base: None,
             head: None,
             worktree: None,
         }
@@ -104,6 +107,19 @@ impl PreparedChange {
     pub async fn head_file(&self, path: &str) -> Option<String> {
         let (repository, head) = (self.repository.as_ref()?, self.head.as_ref()?);
         repository.file_at(head, path).await.ok().flatten()
+    }
+
+    /// The content of `path` at the base commit: repository files that steer the review
+    /// (like `.deep-review.md`) are read from there, so a change cannot rewrite its own
+    /// review instructions.
+    pub async fn base_file(&self, path: &str) -> Option<String> {
+        let (repository, base) = (self.repository.as_ref()?, self.base.as_ref()?);
+        repository.file_at(base, path).await.ok().flatten()
+    }
+
+    /// The repository under review, when there is one.
+    pub fn repository(&self) -> Option<&Repository> {
+        self.repository.as_ref()
     }
 
     /// Removes the worktree, if any.

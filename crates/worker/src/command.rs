@@ -56,60 +56,28 @@ impl AgentRunner for CommandRunner {
         };
         let input = serde_json::to_vec(&input)
             .map_err(|error| RunnerError::failed(format!("could not encode the task: {error}")))?;
-
-        let mut command = Command::new(program);
-        command
-            .args(arguments)
-            .env_clear()
-            .envs(
-                INHERITED_ENVIRONMENT
-                    .iter()
-                    .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
-            )
-            .env("DEEP_REVIEW_TASK_ID", &task.task_id)
-            .env("DEEP_REVIEW_AGENT", &task.agent.name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(worktree) = change.worktree() {
-            command
-                .current_dir(worktree)
-                .env("DEEP_REVIEW_WORKTREE", worktree);
-        }
-        let mut child = command.spawn().map_err(|error| {
-            RunnerError::failed(format!("could not start `{program}`: {error}"))
-        })?;
-        let _group = child.id().map(ProcessGroupGuard);
-
-        let mut stdin = child.stdin.take();
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let write_input = async move {
-            if let Some(stdin) = stdin.as_mut() {
-                // An agent that ignores its input may close stdin early; that is its choice.
-                let _ignored = stdin.write_all(&input).await;
-                let _ignored = stdin.shutdown().await;
-            }
-            drop(stdin);
-        };
-        let (_, stdout, stderr, status) = tokio::join!(
-            write_input,
-            read_bounded(stdout.as_mut()),
-            read_bounded(stderr.as_mut()),
-            child.wait()
-        );
-        let status = status.map_err(|error| {
-            RunnerError::failed(format!("waiting for `{program}` failed: {error}"))
-        })?;
-        let stdout = stdout?;
-        let stderr = stderr?;
+        let ProcessOutput {
+            status,
+            stdout,
+            stderr,
+        } = run_agent_process(AgentProcess {
+            program,
+            arguments,
+            stdin: input,
+            environment: vec![
+                ("DEEP_REVIEW_TASK_ID".to_string(), task.task_id.clone()),
+                ("DEEP_REVIEW_AGENT".to_string(), task.agent.name.clone()),
+            ],
+            inherited: &[],
+            worktree: change.worktree(),
+        })
+        .await?;
 
         if !status.success() {
             return Err(RunnerError {
                 message: format!("`{program}` exited with {status}{}", stderr_tail(&stderr)),
                 raw_output: Some(stdout),
+                usage: None,
             });
         }
         match parse_output(&stdout) {
@@ -122,9 +90,103 @@ impl AgentRunner for CommandRunner {
                     "`{program}` printed output that is not a valid agent result: {error}"
                 ),
                 raw_output: Some(stdout),
+                usage: None,
             }),
         }
     }
+}
+
+/// One run of an agent's executable.
+pub(crate) struct AgentProcess<'a> {
+    /// The executable.
+    pub program: &'a str,
+    /// Its arguments.
+    pub arguments: &'a [String],
+    /// Written to its stdin, which is then closed.
+    pub stdin: Vec<u8>,
+    /// Variables set for it.
+    pub environment: Vec<(String, String)>,
+    /// Variables it inherits from the worker beyond [`INHERITED_ENVIRONMENT`], e.g. the
+    /// one API key it needs.
+    pub inherited: &'a [&'a str],
+    /// Its working directory and `DEEP_REVIEW_WORKTREE`, when there is a checkout.
+    pub worktree: Option<&'a std::path::Path>,
+}
+
+/// What an agent process left behind.
+pub(crate) struct ProcessOutput {
+    /// How it exited.
+    pub status: std::process::ExitStatus,
+    /// Its stdout, lossily decoded.
+    pub stdout: String,
+    /// Its stderr, lossily decoded.
+    pub stderr: String,
+}
+
+/// Runs an agent process in its own process group, with a minimal environment, in the
+/// worktree when there is one. When the returned future is dropped (the worker's timeout),
+/// the whole group is killed.
+pub(crate) async fn run_agent_process(
+    process: AgentProcess<'_>,
+) -> Result<ProcessOutput, RunnerError> {
+    let AgentProcess {
+        program,
+        arguments,
+        stdin: input,
+        environment,
+        inherited,
+        worktree,
+    } = process;
+    let mut command = Command::new(program);
+    command
+        .args(arguments)
+        .env_clear()
+        .envs(
+            INHERITED_ENVIRONMENT
+                .iter()
+                .chain(inherited)
+                .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
+        )
+        .envs(environment)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(worktree) = worktree {
+        command
+            .current_dir(worktree)
+            .env("DEEP_REVIEW_WORKTREE", worktree);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|error| RunnerError::failed(format!("could not start `{program}`: {error}")))?;
+    let _group = child.id().map(ProcessGroupGuard);
+
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let write_input = async move {
+        if let Some(stdin) = stdin.as_mut() {
+            // An agent that ignores its input may close stdin early; that is its choice.
+            let _ignored = stdin.write_all(&input).await;
+            let _ignored = stdin.shutdown().await;
+        }
+        drop(stdin);
+    };
+    let (_, stdout, stderr, status) = tokio::join!(
+        write_input,
+        read_bounded(stdout.as_mut()),
+        read_bounded(stderr.as_mut()),
+        child.wait()
+    );
+    let status = status
+        .map_err(|error| RunnerError::failed(format!("waiting for `{program}` failed: {error}")))?;
+    Ok(ProcessOutput {
+        status,
+        stdout: stdout?,
+        stderr: stderr?,
+    })
 }
 
 /// Parses the whole output as a result, or else its last line (agents that log first).
@@ -162,7 +224,7 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
     Ok(String::from_utf8_lossy(&buffer).into_owned())
 }
 
-fn stderr_tail(stderr: &str) -> String {
+pub(crate) fn stderr_tail(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
         .filter(|line| !line.trim().is_empty())

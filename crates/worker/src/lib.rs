@@ -5,10 +5,15 @@
 //! output) becomes an `AgentResult`, so a bad agent never blocks a review; only a failure
 //! to store the result sends the task back to the queue.
 
+mod answer;
 mod builtin;
 mod change;
 mod command;
+mod model;
+mod pricing;
+mod prompt;
 mod runner;
+mod vendor_cli;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,7 +30,14 @@ use tracing::Instrument;
 pub use builtin::{BuiltinRunner, BuiltinSettings};
 pub use change::{ChangeError, PreparedChange};
 pub use command::CommandRunner;
+pub use model::{ModelRunner, ModelSettings};
+pub use pricing::{ModelPrice, PriceTable};
+pub use prompt::{
+    estimate_tokens, AnswerChannel, CodeAccess, Prompt, PromptBuilder, PromptError,
+    DEFAULT_PROMPT_TOKENS, DEFAULT_TEMPLATE,
+};
 pub use runner::{AgentRunner, RunnerError};
+pub use vendor_cli::VendorCliRunner;
 
 /// What a worker tells observers (a terminal, metrics) about a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -345,6 +357,7 @@ impl Worker {
                             error.message,
                         );
                         result.raw_output = error.raw_output;
+                        result.usage = error.usage.unwrap_or_default();
                         result
                     }
                     Err(_) => AgentResult::unsuccessful(
@@ -465,20 +478,16 @@ mod tests {
             agents: agents
                 .iter()
                 .map(|(name, runner, timeout_ms)| AgentSpec {
-                    name: name.to_string(),
-                    runner: *runner,
-                    model: None,
-                    effort: None,
                     timeout: Duration::from_millis(*timeout_ms),
                     command: vec!["unused".into()],
-                    family: None,
-                    display_name: None,
+                    ..AgentSpec::new(name.to_string(), *runner)
                 })
                 .collect(),
             deadline: Utc::now() + chrono::Duration::minutes(1),
             repository_context: Vec::new(),
             declined: Vec::new(),
             notices: Vec::new(),
+            earlier_findings: Vec::new(),
         }
     }
 

@@ -1,17 +1,19 @@
 use async_trait::async_trait;
-use deep_review_protocol::{AgentResult, AgentTask};
+use deep_review_protocol::{AgentResult, AgentTask, Usage};
 
 use crate::PreparedChange;
 
 /// Why an agent produced no usable result. The worker turns it into a failed result that
 /// keeps `raw_output`, so nothing the agent printed is lost.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct RunnerError {
     /// What went wrong, for the report.
     pub message: String,
     /// What the agent printed, when it printed anything.
     pub raw_output: Option<String>,
+    /// Tokens, cost and tool calls spent before the failure: a failed run still costs.
+    pub usage: Option<Usage>,
 }
 
 impl RunnerError {
@@ -20,6 +22,7 @@ impl RunnerError {
         RunnerError {
             message: message.into(),
             raw_output: None,
+            usage: None,
         }
     }
 }
