@@ -270,6 +270,7 @@ fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
         declined: Vec::new(),
         notices: Vec::new(),
         earlier_findings: Vec::new(),
+        trace_context: Default::default(),
     };
     ReviewManifest {
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),

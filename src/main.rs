@@ -82,7 +82,14 @@ fn main() -> ExitCode {
         Command::Scheduler | Command::Worker | Command::Consolidator
     );
     let default_filter = if service { "info" } else { "warn" };
-    init_logging(cli.log.as_deref().unwrap_or(default_filter), service);
+    // Before the runtime: the OTLP exporter's blocking HTTP client must live outside it.
+    let tracing = match init_tracing(&cli, default_filter, service) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,13 +100,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(runtime);
+    // Flushes the spans still buffered, outside the runtime.
+    tracing.shutdown();
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -149,22 +160,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Text on a terminal; JSON lines for services writing to a file or a collector, with
-/// the review id and agent of the current span on every line.
-fn init_logging(filter: &str, service: bool) {
+/// the review id, agent and trace id of the current spans on every line. Spans are exported
+/// over OTLP when the standard `OTEL_*` variables say so.
+fn init_tracing(
+    cli: &Cli,
+    default_filter: &str,
+    service: bool,
+) -> Result<deep_review_telemetry::Tracing, deep_review_telemetry::TracingError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_filter))
+        })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if service && !terminal {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+    let format = if service && !terminal {
+        deep_review_telemetry::LogFormat::Json
     } else {
-        builder.with_ansi(terminal).init();
-    }
+        deep_review_telemetry::LogFormat::Text { ansi: terminal }
+    };
+    let role = match cli.command {
+        Command::Scheduler => "scheduler",
+        Command::Worker => "worker",
+        Command::Consolidator => "consolidator",
+        _ => "cli",
+    };
+    deep_review_telemetry::init_tracing(&format!("deep-review-{role}"), filter, format)
 }

@@ -22,7 +22,7 @@ use deep_review_scheduler::{Scheduler, SchedulerError, SchedulerSettings};
 use deep_review_telemetry::Metrics;
 use deep_review_transport::{
     backoff_delay, redact_url, CancellationToken, RabbitSettings, RabbitTaskQueue,
-    RedisResultStore, RedisSettings, ResultStore, TransportError,
+    RedisResultStore, RedisSettings, ResultStore, TaskQueue, TransportError,
 };
 use deep_review_worker::{Worker, WorkerSettings};
 use serde::{Deserialize, Serialize};
@@ -55,17 +55,53 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-/// Whether a service is ready for work: connected and consuming, and not draining.
+/// How long a readiness probe waits for the broker or Redis to answer.
+const DEPENDENCY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a service is ready for work: started, not draining, and able to reach its
+/// broker and store right now (checked on every probe, so a lost connection shows).
 #[derive(Clone, Default)]
-struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+struct Readiness {
+    started: Arc<std::sync::atomic::AtomicBool>,
+    queue: Arc<std::sync::OnceLock<Arc<dyn TaskQueue>>>,
+    store: Arc<std::sync::OnceLock<Arc<dyn ResultStore>>>,
+}
 
 impl Readiness {
     fn set(&self, ready: bool) {
-        self.0.store(ready, std::sync::atomic::Ordering::SeqCst);
+        self.started
+            .store(ready, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn get(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    /// Checks `queue` on every probe from now on.
+    fn watch_queue(&self, queue: Arc<dyn TaskQueue>) {
+        let _already = self.queue.set(queue);
+    }
+
+    /// Checks `store` on every probe from now on.
+    fn watch_store(&self, store: Arc<dyn ResultStore>) {
+        let _already = self.store.set(store);
+    }
+
+    /// Why the service is not ready, if it is not.
+    async fn check(&self) -> Result<(), String> {
+        if !self.started.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("starting or draining".to_string());
+        }
+        let bounded = |name: &'static str, check| async move {
+            match tokio::time::timeout(DEPENDENCY_CHECK_TIMEOUT, check).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(format!("{name}: {error}")),
+                Err(_) => Err(format!("{name} did not answer in time")),
+            }
+        };
+        if let Some(queue) = self.queue.get() {
+            bounded("broker", queue.check()).await?;
+        }
+        if let Some(store) = self.store.get() {
+            bounded("store", store.check()).await?;
+        }
+        Ok(())
     }
 
     /// Turns not-ready as soon as `shutdown` starts, so load balancers stop sending work
@@ -107,10 +143,12 @@ fn telemetry_routes<S: Clone + Send + Sync + 'static>(
             get(move || {
                 let readiness = readiness.clone();
                 async move {
-                    if readiness.get() {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    match readiness.check().await {
+                        Ok(()) => (StatusCode::OK, "ready".to_string()),
+                        Err(reason) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {reason}"),
+                        ),
                     }
                 }
             }),
@@ -230,13 +268,15 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
         telemetry_stop.clone(),
     )
     .await?;
-    let queue = connect_queue(settings, &shutdown).await?;
-    let store = connect_store(settings, &shutdown).await?;
+    let queue: Arc<dyn TaskQueue> = Arc::new(connect_queue(settings, &shutdown).await?);
+    let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
     tracing::info!(runners = ?settings.distributed.runners, concurrency = settings.review.concurrency, "worker started");
+    readiness.watch_queue(Arc::clone(&queue));
+    readiness.watch_store(Arc::clone(&store));
     readiness.set(true);
     let worker = Worker::new(
-        Arc::new(queue),
-        Arc::new(store),
+        queue,
+        store,
         crate::embedded::runners(settings)?,
         WorkerSettings {
             concurrency: settings.review.concurrency,
@@ -267,6 +307,7 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
+    readiness.watch_store(Arc::clone(&store));
     readiness.set(true);
     let publishers: Vec<Arc<dyn Publisher>> = vec![
         Arc::new(FilesPublisher::per_review(
@@ -416,11 +457,13 @@ pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signals();
     let (metrics, readiness) = (new_metrics()?, Readiness::default());
     readiness.drain_on(&shutdown);
-    let queue = connect_queue(settings, &shutdown).await?;
+    let queue: Arc<dyn TaskQueue> = Arc::new(connect_queue(settings, &shutdown).await?);
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
+    readiness.watch_queue(Arc::clone(&queue));
+    readiness.watch_store(Arc::clone(&store));
     readiness.set(true);
     let scheduler = Scheduler::new(
-        Arc::new(queue),
+        queue,
         Arc::clone(&store),
         SchedulerSettings {
             default_agents: settings.agents.clone(),

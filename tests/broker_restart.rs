@@ -46,8 +46,33 @@ async fn reviews_complete_across_a_broker_restart() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     rabbitmqctl("stop_app");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Readiness follows the broker: not ready while it is gone, ready again once it is back.
+    let readiness = format!("http://127.0.0.1:{}/readyz", cluster.port);
+    let probe = || async {
+        let response = reqwest::get(&readiness).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let mut during = (0, String::new());
+    for _ in 0..40 {
+        during = probe().await;
+        if during.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(during.0, 503, "ready without a broker: {}", during.1);
+    assert!(during.1.contains("broker"), "{}", during.1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     rabbitmqctl("start_app");
+    let mut recovered = (0, String::new());
+    for _ in 0..120 {
+        recovered = probe().await;
+        if recovered.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(recovered.0, 200, "not ready after the broker returned: {}", recovered.1);
 
     // The scheduler publishes again once the broker is back.
     let mut after = None;

@@ -9,6 +9,7 @@ mod model_agents;
 mod model_server;
 mod review;
 mod seeds;
+mod traces;
 mod transport;
 mod util;
 mod vendor_cli_agents;

@@ -92,6 +92,7 @@ pub async fn run_on_known_problems(
         declined: Vec::new(),
         notices: Vec::new(),
         earlier_findings: Vec::new(),
+        trace_context: Default::default(),
     };
     let task = AgentTask::new(&job, &agent);
     let scratch = tempfile::tempdir().unwrap();

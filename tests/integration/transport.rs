@@ -37,6 +37,7 @@ fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> Revie
         declined: Vec::new(),
         notices: Vec::new(),
         earlier_findings: Vec::new(),
+        trace_context: Default::default(),
     }
 }
 
@@ -389,5 +390,54 @@ async fn rabbitmq_queue_keeps_the_contract() {
         .unwrap_err()
         .to_string()
         .contains("no queue is configured"));
+
+    // The review's W3C trace context rides in the message headers.
+    let mut traced = task("q5", "traced");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    traced
+        .job
+        .trace_context
+        .insert("traceparent".to_string(), traceparent.to_string());
+    queue.publish(&traced).await.unwrap();
+    let connection =
+        lapin::Connection::connect(&services.amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let message = channel
+        .basic_get(
+            settings.task_queue(RunnerKind::Builtin).as_str().into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("the traced task");
+    let header = message
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("traceparent").cloned());
+    assert_eq!(
+        header,
+        Some(lapin::types::AMQPValue::LongString(traceparent.into()))
+    );
+    message
+        .nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer_of(&queue))
+        .await
+        .unwrap();
+    assert_eq!(delivery.trace_context["traceparent"], traceparent);
+    delivery.ack().await.unwrap();
     services.cleanup_rabbitmq(&settings).await;
+}
+
+/// The next delivery of `queue`.
+async fn consumer_of(queue: &Arc<RabbitTaskQueue>) -> deep_review_transport::Delivery {
+    let mut consumer = queue.consume(1).await.unwrap();
+    consumer.next().await.unwrap().unwrap()
 }

@@ -104,6 +104,7 @@ fn manifest(agents: usize) -> ReviewManifest {
             declined: Vec::new(),
             notices: Vec::new(),
             earlier_findings: Vec::new(),
+            trace_context: Default::default(),
         },
         expected_agents: (0..agents).map(|agent| format!("agent{agent}")).collect(),
     }

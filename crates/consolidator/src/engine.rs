@@ -1088,6 +1088,7 @@ mod tests {
                 declined: Vec::new(),
                 notices: Vec::new(),
                 earlier_findings: Vec::new(),
+                trace_context: Default::default(),
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }

@@ -90,9 +90,28 @@ impl Consolidator {
         let Some(manifest) = self.store.manifest(review_id).await? else {
             return Err(TransportError::UnknownReview(review_id.to_string()).into());
         };
+        // The report's span joins the review's trace, begun by the scheduler.
+        let span = tracing::info_span!(
+            "consolidate",
+            review = %review_id,
+            trace_id = tracing::field::Empty
+        );
+        deep_review_telemetry::continue_trace(&span, &manifest.job.trace_context);
+        self.build_and_publish(review_id, &manifest)
+            .instrument(span)
+            .await
+            .map(Some)
+    }
+
+    /// Builds the report of a claimed review, publishes it and releases the claim.
+    async fn build_and_publish(
+        &self,
+        review_id: &str,
+        manifest: &deep_review_protocol::ReviewManifest,
+    ) -> Result<Report, ConsolidatorError> {
         let results = self.store.results(review_id).await?;
         let started = Instant::now();
-        let report = consolidate(&manifest, results, &self.settings.consolidation, Utc::now());
+        let report = consolidate(manifest, results, &self.settings.consolidation, Utc::now());
         let building = started.elapsed();
         tracing::info!(
             review = %review_id,
@@ -103,7 +122,7 @@ impl Consolidator {
             "report built"
         );
         for publisher in &self.publishers {
-            publisher.publish(&manifest, &report).await?;
+            publisher.publish(manifest, &report).await?;
         }
         // Handed to the next review of the repository; losing them costs context, not the
         // report, so a failure is logged rather than failing the publication.
@@ -142,7 +161,7 @@ impl Consolidator {
                     .inc();
             }
         }
-        Ok(Some(report))
+        Ok(report)
     }
 
     /// Serves until `shutdown`: consolidates each review when its last result arrives, and
@@ -186,9 +205,8 @@ impl Consolidator {
                 };
                 let consolidator = Arc::clone(&self);
                 let published = published.clone();
-                let span = tracing::info_span!("consolidation", review = %review_id);
                 in_progress.spawn(async move {
-                    match consolidator.process(&review_id).instrument(span).await {
+                    match consolidator.process(&review_id).await {
                         Ok(Some(report)) => {
                             if let Some(published) = &published {
                                 // Nobody listening is fine: the report is already published.

@@ -75,6 +75,7 @@ fn fixture_report() -> Report {
         declined: Vec::new(),
         notices: Vec::new(),
         earlier_findings: Vec::new(),
+        trace_context: Default::default(),
     };
     consolidate(
         &ReviewManifest::for_job(&job),

@@ -86,6 +86,7 @@ fn manifest(results: &[AgentResult]) -> ReviewManifest {
             declined: Vec::new(),
             notices: Vec::new(),
             earlier_findings: Vec::new(),
+            trace_context: Default::default(),
         },
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
     }

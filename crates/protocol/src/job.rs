@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -274,6 +275,10 @@ pub struct ReviewJob {
     /// agents check whether they were fixed instead of rediscovering them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_findings: Vec<String>,
+    /// The W3C trace context (`traceparent`, `tracestate`) of the review's root span, so
+    /// the workers' and the consolidator's spans join the scheduler's trace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace_context: BTreeMap<String, String>,
 }
 
 fn first_round() -> u32 {

@@ -16,6 +16,7 @@ use deep_review_protocol::{
     Source, SCHEMA_VERSION,
 };
 use deep_review_transport::{ResultStore, TaskQueue, TransportError};
+use tracing::Instrument;
 
 /// Why a request could not be scheduled.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,22 @@ impl Scheduler {
     /// the older round is cancelled: workers skip its remaining tasks and its report is
     /// not published.
     pub async fn submit(&self, request: ReviewRequest) -> Result<ReviewJob, SchedulerError> {
+        // The root of the review's trace; workers and the consolidator continue it from
+        // the context stored in the job.
+        let span = tracing::info_span!(
+            "review",
+            review = tracing::field::Empty,
+            trace_id = tracing::field::Empty
+        );
+        deep_review_telemetry::record_trace_id(&span);
+        self.dispatch(request, &span).instrument(span.clone()).await
+    }
+
+    async fn dispatch(
+        &self,
+        request: ReviewRequest,
+        span: &tracing::Span,
+    ) -> Result<ReviewJob, SchedulerError> {
         if let (Source::LocalRepo { path, .. }, false) =
             (&request.source, self.settings.shared_filesystem)
         {
@@ -98,6 +115,8 @@ impl Scheduler {
         }
         let explicit_round = request.round;
         let mut job = prepare_job(request, &self.settings, Utc::now()).await?;
+        span.record("review", job.id.as_str());
+        job.trace_context = deep_review_telemetry::trace_context_of(span);
         self.apply_budget(&mut job).await?;
         if let Some(repository) = &job.pull_request.repository {
             job.repository_context = self.store.repository_context(repository).await?;
@@ -317,6 +336,7 @@ pub async fn prepare_job(
         declined: request.declined,
         notices: Vec::new(),
         earlier_findings: Vec::new(),
+        trace_context: Default::default(),
     })
 }
 

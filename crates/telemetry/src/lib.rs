@@ -4,6 +4,13 @@
 //! Labels are bounded: agent (from configuration), outcome, severity, direction, reason,
 //! event. Never a review id, repository or PR number, which would grow without bound.
 
+mod traces;
+
+pub use traces::{
+    continue_trace, init_tracing, record_trace_id, trace_context_of, LogFormat, Tracing,
+    TracingError,
+};
+
 use prometheus::{
     Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,

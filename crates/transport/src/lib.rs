@@ -64,6 +64,11 @@ pub trait TaskQueue: Send + Sync + 'static {
 
     /// Starts a consumer that holds at most `prefetch` unacknowledged deliveries.
     async fn consume(&self, prefetch: usize) -> Result<Box<dyn TaskConsumer>, TransportError>;
+
+    /// Whether the queue is reachable now, for readiness probes.
+    async fn check(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
 }
 
 /// A stream of deliveries from a [`TaskQueue`].
@@ -89,6 +94,9 @@ pub struct Delivery {
     pub task: AgentTask,
     /// How many times the task was delivered before this one.
     pub previous_deliveries: u32,
+    /// The W3C trace context the message carried (AMQP headers); the task's own job
+    /// context when the backend has no headers.
+    pub trace_context: std::collections::BTreeMap<String, String>,
     acknowledger: Box<dyn Acknowledger>,
 }
 
@@ -100,10 +108,22 @@ impl Delivery {
         acknowledger: Box<dyn Acknowledger>,
     ) -> Self {
         Delivery {
+            trace_context: task.job.trace_context.clone(),
             task,
             previous_deliveries,
             acknowledger,
         }
+    }
+
+    /// Replaces the trace context with the one the message itself carried.
+    pub fn with_trace_context(
+        mut self,
+        trace_context: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        if !trace_context.is_empty() {
+            self.trace_context = trace_context;
+        }
+        self
     }
 
     /// Acknowledges the task as done.
@@ -146,6 +166,11 @@ pub struct ReviewStatus {
 /// Where workers put agent results and the consolidator finds complete or overdue reviews.
 #[async_trait]
 pub trait ResultStore: Send + Sync + 'static {
+    /// Whether the store is reachable now, for readiness probes.
+    async fn check(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
     /// Records a newly scheduled review: its job, expected agents and deadline.
     async fn create_review(&self, manifest: &ReviewManifest) -> Result<(), TransportError>;
 

@@ -219,6 +219,7 @@ mod tests {
             declined: Vec::new(),
             notices: Vec::new(),
             earlier_findings: Vec::new(),
+            trace_context: Default::default(),
         };
         AgentTask::new(&job, &agent)
     }

@@ -300,10 +300,20 @@ impl RabbitTaskQueue {
 
     async fn publish_once(&self, task: &AgentTask, payload: &[u8]) -> Result<(), TransportError> {
         let channel = self.channel().await?;
+        // The W3C trace context rides in the headers too, where tracing-aware consumers
+        // and broker tooling look for it.
+        let mut headers = FieldTable::default();
+        for (name, value) in &task.job.trace_context {
+            headers.insert(
+                ShortString::from(name.clone()),
+                AMQPValue::LongString(value.clone().into()),
+            );
+        }
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(ShortString::from(task.task_id.clone()));
+            .with_message_id(ShortString::from(task.task_id.clone()))
+            .with_headers(headers);
         let outcome = async {
             let confirmation = channel
                 .basic_publish(
@@ -346,6 +356,16 @@ impl RabbitTaskQueue {
 
 #[async_trait]
 impl TaskQueue for RabbitTaskQueue {
+    async fn check(&self) -> Result<(), TransportError> {
+        let channel = self.channel().await?;
+        if channel.status().connected() {
+            Ok(())
+        } else {
+            self.discard(&channel).await;
+            Err(unavailable("the broker connection is closed"))
+        }
+    }
+
     async fn publish(&self, task: &AgentTask) -> Result<(), TransportError> {
         if !self.settings.runners.contains(&task.agent.runner) {
             return Err(unavailable(format!(
@@ -453,6 +473,7 @@ impl TaskConsumer for RabbitConsumer {
             match state.streams.next().await {
                 Some(Ok(delivery)) => {
                     let previous = previous_deliveries(&delivery);
+                    let trace_context = trace_context(&delivery);
                     let acker = delivery.acker.clone();
                     match parse_json::<AgentTask>(
                         "agent task",
@@ -463,7 +484,8 @@ impl TaskConsumer for RabbitConsumer {
                                 task,
                                 previous,
                                 Box::new(RabbitAcknowledger { acker }),
-                            )));
+                            )
+                            .with_trace_context(trace_context)));
                         }
                         Err(error) => {
                             // Unreadable now means unreadable forever: dead-letter it at once.
@@ -491,6 +513,24 @@ impl TaskConsumer for RabbitConsumer {
             }
         }
     }
+}
+
+/// The W3C trace context headers (`traceparent`, `tracestate`) of a message.
+fn trace_context(
+    delivery: &lapin::message::Delivery,
+) -> std::collections::BTreeMap<String, String> {
+    let mut context = std::collections::BTreeMap::new();
+    if let Some(headers) = delivery.properties.headers() {
+        for name in ["traceparent", "tracestate"] {
+            let value = match headers.inner().get(name) {
+                Some(AMQPValue::LongString(value)) => value.to_string(),
+                Some(AMQPValue::ShortString(value)) => value.to_string(),
+                _ => continue,
+            };
+            context.insert(name.to_string(), value);
+        }
+    }
+    context
 }
 
 /// Quorum queues count redeliveries in `x-delivery-count`; classic ones only flag them.

@@ -178,6 +178,15 @@ impl RedisResultStore {
 
 #[async_trait]
 impl ResultStore for RedisResultStore {
+    async fn check(&self) -> Result<(), TransportError> {
+        let mut connection = self.connection();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     async fn create_review(&self, manifest: &ReviewManifest) -> Result<(), TransportError> {
         let review_id = &manifest.job.id;
         let json = serde_json::to_string(manifest).map_err(|error| TransportError::Corrupt {

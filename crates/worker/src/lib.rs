@@ -168,8 +168,16 @@ impl Worker {
                 delivery = next_with_slot(consumer.as_mut(), &slots) => match delivery {
                     Some((Ok(delivery), slot)) => {
                         let worker = Arc::clone(&worker);
-                        // Every log line of the task names its review and agent.
-                        let span = tracing::info_span!("task", review = %delivery.task.job.id, agent = %delivery.task.agent.name);
+                        // Every log line of the task names its review, agent and trace; the
+                        // span joins the review's trace from the message's context.
+                        let span = tracing::info_span!(
+                            "agent",
+                            review = %delivery.task.job.id,
+                            agent = %delivery.task.agent.name,
+                            runner = delivery.task.agent.runner.as_str(),
+                            trace_id = tracing::field::Empty
+                        );
+                        deep_review_telemetry::continue_trace(&span, &delivery.trace_context);
                         in_flight.spawn(
                             async move {
                                 worker.handle(delivery).await;
@@ -488,6 +496,7 @@ mod tests {
             declined: Vec::new(),
             notices: Vec::new(),
             earlier_findings: Vec::new(),
+            trace_context: Default::default(),
         }
     }
 

@@ -404,6 +404,7 @@ mod tests {
             declined: vec!["Rename the Cart type".to_string()],
             notices: Vec::new(),
             earlier_findings: vec!["[important] src/cart.rs:10: total overflows".to_string()],
+            trace_context: Default::default(),
         };
         AgentTask::new(&job, &agent)
     }

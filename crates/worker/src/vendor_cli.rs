@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deep_review_protocol::{AgentResult, AgentSpec, AgentTask, RunnerKind, Usage};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::answer::parse_answer_text;
 use crate::command::{run_agent_process, stderr_tail, AgentProcess, ProcessOutput};
@@ -183,6 +184,7 @@ impl AgentRunner for VendorCliRunner {
             inherited: self.inherited(),
             worktree: change.worktree(),
         })
+        .instrument(tracing::info_span!("vendor_cli", program))
         .await?;
         let summary = self.parse_events(&stdout);
         let model = summary.model.clone().or_else(|| agent.model.clone());

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use deep_review_protocol::{agent_answer_schema, AgentResult, AgentTask, RunnerKind, Usage};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::answer::{parse_answer_text, parse_answer_value};
 use crate::{
@@ -310,6 +311,7 @@ impl AgentRunner for ModelRunner {
                     self.format
                         .request(&self.client, &base_url, &api_key, &request)
                 })
+                .instrument(tracing::info_span!("model_request", provider, model, turn))
                 .await
                 .map_err(|error: ModelError| error.to_string());
                 let response = match response {
@@ -391,7 +393,12 @@ impl AgentRunner for ModelRunner {
                 for call in &reply.calls {
                     *tally.tool_calls.entry(call.name.clone()).or_default() += 1;
                     let result = match &tools {
-                        Some(tools) => tools.call(&call.name, &call.arguments).await,
+                        Some(tools) => {
+                            tools
+                                .call(&call.name, &call.arguments)
+                                .instrument(tracing::info_span!("tool_call", tool = %call.name))
+                                .await
+                        }
                         None => Err("no repository is available; review the diff".to_string()),
                     };
                     let (content, is_error) = match result {
