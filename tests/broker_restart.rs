@@ -72,7 +72,11 @@ async fn reviews_complete_across_a_broker_restart() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(recovered.0, 200, "not ready after the broker returned: {}", recovered.1);
+    assert_eq!(
+        recovered.0, 200,
+        "not ready after the broker returned: {}",
+        recovered.1
+    );
 
     // The scheduler publishes again once the broker is back.
     let mut after = None;
