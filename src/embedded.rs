@@ -63,6 +63,27 @@ pub fn runners(settings: &Settings) -> anyhow::Result<RunnerSet> {
     Ok(set)
 }
 
+/// The summary pass of `[narrator]`, when configured.
+pub fn narrator(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn deep_review_consolidator::Narrator>>> {
+    let Some(agent) = settings.narrator.clone() else {
+        return Ok(None);
+    };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("deep-review/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client for the narrator")?;
+    let runner = ModelRunner::new(
+        agent.runner,
+        client,
+        Arc::new(PromptBuilder::default()),
+        Arc::new(PriceTable::new(settings.models.prices.clone())),
+        settings.models.runner_settings(),
+    );
+    Ok(Some(crate::narrator::ModelNarrator::new(runner, agent)))
+}
+
 /// Runs one review end to end and writes its files to `out`.
 pub async fn review(
     settings: &Settings,
@@ -130,6 +151,10 @@ pub async fn review(
             concurrency: 16,
         },
     );
+    let consolidator = match narrator(settings)? {
+        Some(narrator) => consolidator.with_narrator(narrator),
+        None => consolidator,
+    };
     let (report_sender, mut reports) = mpsc::unbounded_channel();
     let consolidator_shutdown = shutdown.clone();
     let consolidator_task =

@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod embedded;
+mod narrator;
 mod progress;
 mod services;
 mod settings;

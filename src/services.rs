@@ -328,6 +328,10 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
         },
     )
     .with_metrics(metrics);
+    let consolidator = match crate::embedded::narrator(settings)? {
+        Some(narrator) => consolidator.with_narrator(narrator),
+        None => consolidator,
+    };
     tracing::info!(reports = %settings.distributed.reports_directory, "consolidator started");
     let outcome = Arc::new(consolidator)
         .run(shutdown, None)

@@ -34,6 +34,10 @@ pub struct Settings {
     pub budget: BudgetSettings,
     /// Model and vendor CLI runners: the prompt, retries, limits and prices.
     pub models: ModelsSettings,
+    /// A model API agent (not part of the line-up) that rewrites each report's executive
+    /// summary and narratives; absent, the deterministic text is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub narrator: Option<AgentSpec>,
 }
 
 /// Model and vendor CLI runners.
@@ -234,6 +238,7 @@ impl Default for Settings {
             distributed: DistributedSettings::default(),
             budget: BudgetSettings::default(),
             models: ModelsSettings::default(),
+            narrator: None,
         }
     }
 }
@@ -291,6 +296,15 @@ impl Settings {
                     "invalid configuration: agent `{}` uses the {} runner but names no `model`",
                     agent.name,
                     agent.runner.as_str()
+                );
+            }
+        }
+        if let Some(narrator) = &self.narrator {
+            if !narrator.runner.is_model_api()
+                || narrator.model.as_deref().is_none_or(str::is_empty)
+            {
+                bail!(
+                    "invalid configuration: [narrator] must use a model API runner (anthropic, openai or gemini) and name a `model`"
                 );
             }
         }

@@ -631,3 +631,128 @@ output_per_million_usd = 15.0
     );
     assert!(markdown.contains("1 (read_file 1)"), "{markdown}");
 }
+
+/// Runs an embedded review of the known problems with `[narrator]` pointed at `server`.
+async fn review_with_narrator(server: &ModelServer) -> deep_review_protocol::Report {
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("deep-review.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[narrator]
+name = "narrator"
+display_name = "Claude Sonnet"
+runner = "anthropic"
+model = "claude-sonnet-4-5"
+base_url = "{url}"
+api_key_env = "TEAM_ANTHROPIC_KEY"
+
+[models]
+attempts = 2
+initial_backoff = "10ms"
+"#,
+            url = server.url
+        ),
+    )
+    .unwrap();
+    let out = directory.path().join("out");
+    let output = {
+        let config = config.display().to_string();
+        let out = out.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::util::review_known_problems(
+                &out,
+                &["--config", &config],
+                &[],
+                &[("TEAM_ANTHROPIC_KEY", "sk-test-123")],
+            )
+            .1
+        })
+        .await
+        .unwrap()
+    };
+    crate::util::expect_success(&output);
+    crate::util::read_report(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_narrator_rewrites_the_summary_and_narratives_or_the_deterministic_text_stays() {
+    let server = ModelServer::start(vec![anthropic::tool_use(
+        "n1",
+        "write_summary",
+        json!({
+            "executive_summary": "This change adds billing; a swallowed charge failure makes it Rework.",
+            "narratives": {"builtin": "The builtin reviewer caught the swallowed failure."},
+        }),
+        900,
+        60,
+    )])
+    .await;
+    let report = review_with_narrator(&server).await;
+    assert_eq!(
+        report.executive_summary,
+        "This change adds billing; a swallowed charge failure makes it Rework."
+    );
+    assert_eq!(
+        report.retro[0].narrative,
+        "The builtin reviewer caught the swallowed failure."
+    );
+    assert!(
+        report
+            .notices
+            .iter()
+            .any(|notice| notice.contains("written by Claude Sonnet")),
+        "{:?}",
+        report.notices
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].body["tool_choice"],
+        json!({"type": "tool", "name": "write_summary"})
+    );
+    let prompt = requests[0].body["messages"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(prompt.contains("\"deterministic_summary\""), "{prompt}");
+    assert!(
+        prompt.contains("Add billing, parser, loader and sync"),
+        "the PR title is given"
+    );
+
+    // A failing model, or one that invents an agent, leaves the deterministic text.
+    let deterministic = {
+        let server = ModelServer::start(vec![
+            Scripted::error(500, "boom"),
+            Scripted::error(500, "boom again"),
+        ])
+        .await;
+        let report = review_with_narrator(&server).await;
+        assert!(
+            report
+                .notices
+                .iter()
+                .any(|notice| notice.contains("summary pass failed")
+                    && notice.contains("boom again")),
+            "{:?}",
+            report.notices
+        );
+        report.executive_summary
+    };
+    assert!(deterministic.contains("Rework"), "{deterministic}");
+    let server = ModelServer::start(vec![anthropic::tool_use(
+        "n2",
+        "write_summary",
+        json!({"executive_summary": "Fine.", "narratives": {"ghost": "Did great."}}),
+        10,
+        10,
+    )])
+    .await;
+    let report = review_with_narrator(&server).await;
+    assert_eq!(report.executive_summary, deterministic);
+    assert!(report
+        .notices
+        .iter()
+        .any(|notice| notice.contains("`ghost`, who is not in the review")));
+}

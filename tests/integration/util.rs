@@ -258,6 +258,13 @@ impl Cluster {
         } else {
             "shared_filesystem = true\n"
         };
+        // Two quorum queues rather than one per runner kind: tests run many clusters at
+        // once against one broker on a small machine.
+        let sharing = if extra_distributed.contains("runners") {
+            sharing.to_string()
+        } else {
+            format!("{sharing}runners = [\"builtin\", \"command\"]\n")
+        };
         let text = format!(
             "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nworker_telemetry_listen = \"127.0.0.1:0\"\nconsolidator_telemetry_listen = \"127.0.0.1:0\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
             directory.path().join("reports").display()

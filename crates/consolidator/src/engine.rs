@@ -306,7 +306,8 @@ pub fn consolidate(
         prompt_improvements: attributed(|result| &result.process_notes.prompt_improvements),
         appendix: results,
     };
-    report.executive_summary = summary::executive_summary(&report);
+    report.executive_summary =
+        summary::executive_summary(&report, manifest.job.pull_request.body.as_deref());
     for (position, narrative) in summary::narratives(&report).into_iter().enumerate() {
         if let Some(row) = report.retro.get_mut(position) {
             row.narrative = narrative;

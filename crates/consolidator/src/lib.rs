@@ -2,6 +2,7 @@
 //! HTML, JSON) and publishes it.
 
 mod engine;
+mod narrate;
 mod publish;
 pub mod render;
 mod service;
@@ -9,6 +10,7 @@ mod similarity;
 mod summary;
 
 pub use engine::{consolidate, ConsolidationSettings, VerdictRules};
+pub use narrate::{narrate, Narration, Narrator};
 pub use publish::{
     safe_file_name, FilesPublisher, OutputFormat, PublishError, Publisher, StorePublisher,
 };

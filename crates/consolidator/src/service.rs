@@ -10,7 +10,7 @@ use deep_review_transport::{CancellationToken, ResultStore, TransportError};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::{consolidate, ConsolidationSettings, PublishError, Publisher};
+use crate::{consolidate, ConsolidationSettings, Narrator, PublishError, Publisher};
 
 /// Why a review could not be consolidated.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,7 @@ pub struct Consolidator {
     publishers: Vec<Arc<dyn Publisher>>,
     settings: ConsolidatorSettings,
     metrics: Option<Arc<deep_review_telemetry::Metrics>>,
+    narrator: Option<Arc<dyn Narrator>>,
 }
 
 impl Consolidator {
@@ -56,7 +57,14 @@ impl Consolidator {
             publishers,
             settings,
             metrics: None,
+            narrator: None,
         }
+    }
+
+    /// Has `narrator` rewrite each report's summary and narratives before publishing.
+    pub fn with_narrator(mut self, narrator: Arc<dyn Narrator>) -> Self {
+        self.narrator = Some(narrator);
+        self
     }
 
     /// Records review metrics in `metrics`.
@@ -111,8 +119,11 @@ impl Consolidator {
     ) -> Result<Report, ConsolidatorError> {
         let results = self.store.results(review_id).await?;
         let started = Instant::now();
-        let report = consolidate(manifest, results, &self.settings.consolidation, Utc::now());
+        let mut report = consolidate(manifest, results, &self.settings.consolidation, Utc::now());
         let building = started.elapsed();
+        if let Some(narrator) = &self.narrator {
+            crate::narrate(narrator.as_ref(), &mut report, &manifest.job).await;
+        }
         tracing::info!(
             review = %review_id,
             verdict = report.verdict.verdict.label(),

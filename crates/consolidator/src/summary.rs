@@ -8,7 +8,7 @@ use crate::engine::join_names;
 use crate::format_duration;
 
 /// The executive summary of `report`.
-pub fn executive_summary(report: &Report) -> String {
+pub fn executive_summary(report: &Report, description: Option<&str>) -> String {
     let header = &report.header;
     let mut sentences = Vec::new();
     let reviewers: Vec<String> = header
@@ -31,6 +31,9 @@ pub fn executive_summary(report: &Report) -> String {
         if reviewers.len() == 1 { "" } else { "s" },
         join_names(&reviewers)
     ));
+    if let Some(purpose) = description.and_then(first_paragraph) {
+        sentences.push(format!("Its description says: “{purpose}”"));
+    }
     sentences.push(format!(
         "Verdict: {} — {}.",
         report.verdict.verdict.label(),
@@ -187,5 +190,69 @@ fn capitalised(text: &str) -> String {
     match characters.next() {
         Some(first) => first.to_uppercase().chain(characters).collect(),
         None => String::new(),
+    }
+}
+
+/// Longest excerpt of a PR description quoted in the summary, in characters.
+const DESCRIPTION_EXCERPT: usize = 240;
+
+/// The first prose paragraph of a PR description (headings, HTML comments and template
+/// checklists skipped), whitespace collapsed and cut at a word near the limit.
+fn first_paragraph(description: &str) -> Option<String> {
+    let mut paragraph = Vec::new();
+    let mut in_comment = false;
+    for line in description.lines() {
+        let trimmed = line.trim();
+        if in_comment {
+            in_comment = !trimmed.contains("-->");
+            continue;
+        }
+        if trimmed.starts_with("<!--") {
+            in_comment = !trimmed.contains("-->");
+            continue;
+        }
+        let skipped = trimmed.starts_with('#')
+            || trimmed.starts_with("- [")
+            || trimmed.starts_with("* [")
+            || trimmed.starts_with("```");
+        if trimmed.is_empty() || skipped {
+            if !paragraph.is_empty() {
+                break;
+            }
+            continue;
+        }
+        paragraph.push(trimmed);
+    }
+    let text = paragraph.join(" ");
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        return None;
+    }
+    if text.chars().count() <= DESCRIPTION_EXCERPT {
+        return Some(text);
+    }
+    let cut: String = text.chars().take(DESCRIPTION_EXCERPT).collect();
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
+    Some(format!("{}…", cut.trim_end_matches([',', ';', ':'])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_prose_paragraph_of_a_description_is_quoted() {
+        let description = "<!-- template: describe\nthe change -->\n## Summary\n\nAdds retries to the\n   billing client.\n\nMore detail.\n- [x] tests";
+        assert_eq!(
+            first_paragraph(description).as_deref(),
+            Some("Adds retries to the billing client.")
+        );
+        assert_eq!(first_paragraph("## Only a heading\n- [ ] box"), None);
+        let long = "word ".repeat(100);
+        let excerpt = first_paragraph(&long).unwrap();
+        assert!(
+            excerpt.ends_with("word…") && excerpt.chars().count() <= 241,
+            "{excerpt}"
+        );
     }
 }

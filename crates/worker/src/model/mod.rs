@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deep_review_protocol::{agent_answer_schema, AgentResult, AgentTask, RunnerKind, Usage};
+use deep_review_protocol::{
+    agent_answer_schema, AgentResult, AgentSpec, AgentTask, RunnerKind, Usage,
+};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -201,31 +203,18 @@ impl ModelRunner {
     }
 }
 
-/// What the loop accumulates over a run.
-#[derive(Default)]
-struct RunTally {
-    input_tokens: u64,
-    output_tokens: u64,
-    tool_calls: BTreeMap<String, u64>,
-    /// Everything the model said, for the raw output of a failed run.
-    transcript: String,
+/// Where and as whom an agent's requests go.
+struct Endpoint {
+    model: String,
+    key_variable: String,
+    api_key: String,
+    base_url: String,
 }
 
-#[async_trait]
-impl AgentRunner for ModelRunner {
-    fn needs_worktree(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &self,
-        task: &AgentTask,
-        change: &PreparedChange,
-    ) -> Result<AgentResult, RunnerError> {
-        let started = Instant::now();
-        let agent = &task.agent;
-        let provider = self.format.provider();
-        let Some(model) = agent.model.as_deref() else {
+impl ModelRunner {
+    /// The model, key and URL of `agent`, or why it cannot run.
+    fn endpoint(&self, agent: &AgentSpec) -> Result<Endpoint, RunnerError> {
+        let Some(model) = agent.model.clone().filter(|model| !model.is_empty()) else {
             return Err(RunnerError::failed(format!(
                 "agent `{}` uses the {} runner but names no `model`",
                 agent.name,
@@ -251,6 +240,108 @@ impl AgentRunner for ModelRunner {
             .unwrap_or(self.format.default_base_url())
             .trim_end_matches('/')
             .to_string();
+        Ok(Endpoint {
+            model,
+            key_variable,
+            api_key,
+            base_url,
+        })
+    }
+
+    /// Asks `agent`'s model one question, with no tools but `tool`, which it must call;
+    /// returns the tool's input and the usage. For structured one-shot work such as
+    /// rewriting a report's summary.
+    pub async fn answer(
+        &self,
+        agent: &AgentSpec,
+        prompt: &str,
+        tool: (&'static str, &'static str),
+        schema: Value,
+    ) -> Result<(Value, Usage), RunnerError> {
+        let provider = self.format.provider();
+        let endpoint = self.endpoint(agent)?;
+        let (name, description) = tool;
+        let tools = [ToolDefinition {
+            name,
+            description,
+            parameters: schema,
+        }];
+        let turns = [Turn::User(prompt.to_string())];
+        let request = ModelRequest {
+            model: &endpoint.model,
+            effort: agent.effort.as_deref(),
+            system: SYSTEM_PROMPT,
+            turns: &turns,
+            tools: &tools,
+            choice: ToolChoice::Force(name),
+            max_output_tokens: self.settings.max_output_tokens,
+        };
+        let response = http::send(provider, &self.settings, &endpoint.key_variable, || {
+            self.format.request(
+                &self.client,
+                &endpoint.base_url,
+                &endpoint.api_key,
+                &request,
+            )
+        })
+        .instrument(tracing::info_span!("model_request", provider, model = %endpoint.model))
+        .await
+        .map_err(|error| RunnerError::failed(error.to_string()))?;
+        let reply = self.format.reply(&response).map_err(|error| {
+            RunnerError::failed(format!("{provider}'s response could not be read: {error}"))
+        })?;
+        let usage = Usage {
+            input_tokens: reply.input_tokens,
+            output_tokens: reply.output_tokens,
+            cost_usd: self.prices.cost(
+                Some(&endpoint.model),
+                reply.input_tokens,
+                reply.output_tokens,
+            ),
+            tool_calls: BTreeMap::new(),
+        };
+        match reply.calls.into_iter().find(|call| call.name == name) {
+            Some(call) if call.arguments.is_object() => Ok((call.arguments, usage)),
+            _ => Err(RunnerError {
+                message: format!("the model did not call `{name}` with an object"),
+                raw_output: Some(reply.text),
+                usage: Some(usage),
+            }),
+        }
+    }
+}
+
+/// What the loop accumulates over a run.
+#[derive(Default)]
+struct RunTally {
+    input_tokens: u64,
+    output_tokens: u64,
+    tool_calls: BTreeMap<String, u64>,
+    /// Everything the model said, for the raw output of a failed run.
+    transcript: String,
+}
+
+#[async_trait]
+impl AgentRunner for ModelRunner {
+    fn needs_worktree(&self) -> bool {
+        true
+    }
+
+    async fn run(
+        &self,
+        task: &AgentTask,
+        change: &PreparedChange,
+    ) -> Result<AgentResult, RunnerError> {
+        let started = Instant::now();
+        let agent = &task.agent;
+        let provider = self.format.provider();
+        let Endpoint {
+            model,
+            key_variable,
+            api_key,
+            base_url,
+        } = self.endpoint(agent)?;
+        let model = model.as_str();
 
         let tools = match change.worktree() {
             Some(worktree) => Some(WorktreeTools::open(worktree).await.map_err(|error| {
