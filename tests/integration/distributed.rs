@@ -204,9 +204,10 @@ async fn an_agent_that_never_answers_gives_a_partial_report_at_the_deadline() {
     // The slow agent's queue has no consumer: only builtin tasks are taken.
     let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "1", "2s"), "");
     let builtin_only = cluster.directory.path().join("builtin-only.toml");
-    let text = std::fs::read_to_string(&cluster.config)
-        .unwrap()
-        .replace("runners = [\"builtin\", \"command\"]", "runners = [\"builtin\"]");
+    let text = std::fs::read_to_string(&cluster.config).unwrap().replace(
+        "runners = [\"builtin\", \"command\"]",
+        "runners = [\"builtin\"]",
+    );
     assert!(text.contains("runners = [\"builtin\"]"));
     std::fs::write(&builtin_only, text).unwrap();
     cluster.start("scheduler");
