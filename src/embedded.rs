@@ -27,10 +27,7 @@ pub fn runners(settings: &Settings) -> anyhow::Result<RunnerSet> {
         .then(|| Path::new(&settings.models.prompt_template));
     let prompts = Arc::new(PromptBuilder::new(template)?);
     let prices = Arc::new(PriceTable::new(settings.models.prices.clone()));
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("deep-review/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client for model runners")?;
+    let client = model_client()?;
     let mut set = RunnerSet::new()
         .with(
             RunnerKind::Builtin,
@@ -63,6 +60,14 @@ pub fn runners(settings: &Settings) -> anyhow::Result<RunnerSet> {
     Ok(set)
 }
 
+/// The HTTP client of model runners and the narrator.
+fn model_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("deep-review/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client for model runners")
+}
+
 /// The summary pass of `[narrator]`, when configured.
 pub fn narrator(
     settings: &Settings,
@@ -70,10 +75,7 @@ pub fn narrator(
     let Some(agent) = settings.narrator.clone() else {
         return Ok(None);
     };
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("deep-review/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client for the narrator")?;
+    let client = model_client()?;
     let runner = ModelRunner::new(
         agent.runner,
         client,

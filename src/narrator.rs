@@ -38,7 +38,7 @@ fn facts(report: &Report) -> Value {
                 None => location.path.clone(),
             }).collect::<Vec<_>>(),
             "found_by": report.display_names(&finding.agents),
-            "verified": finding.verification.as_ref().map(|verification| format!("{:?}", verification.outcome)),
+            "verification": finding.verification.as_ref().map(|verification| verification.outcome),
         })).collect::<Vec<_>>(),
         "failed_agents": report.failed_agents.iter().map(|failed| &failed.agent).collect::<Vec<_>>(),
         "retro": report.retro.iter().map(|row| json!({

@@ -85,12 +85,15 @@ async fn claude_code_runs_confined_and_reports_answer_usage_cost_and_tools() {
     ] {
         assert!(arguments.contains(expected), "{expected} in {arguments}");
     }
-    // It ran in a checkout of the head commit, not in the user's repository.
+    // It ran in the worktree the worker made for this review (named after the review
+    // id), not in the user's repository.
     let working_directory = read("cwd");
-    assert!(
-        working_directory.contains("model-") || working_directory.contains("deep-review"),
-        "{working_directory}"
-    );
+    let directory_name = std::path::Path::new(working_directory.trim())
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(directory_name.starts_with("model-"), "{working_directory}");
     let prompt = read("prompt");
     assert!(prompt.contains("Your working directory is a checkout of the head commit"));
     assert!(prompt.contains("+    except Exception:"));

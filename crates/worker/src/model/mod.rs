@@ -248,6 +248,27 @@ impl ModelRunner {
         })
     }
 
+    /// Sends `request` to `endpoint` (with retries) and reads the reply; the error says
+    /// what failed, for the agent's result.
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        request: &ModelRequest<'_>,
+        span: tracing::Span,
+    ) -> Result<ModelReply, String> {
+        let provider = self.format.provider();
+        let response = http::send(provider, &self.settings, &endpoint.key_variable, || {
+            self.format
+                .request(&self.client, &endpoint.base_url, &endpoint.api_key, request)
+        })
+        .instrument(span)
+        .await
+        .map_err(|error: ModelError| error.to_string())?;
+        self.format
+            .reply(&response)
+            .map_err(|error| format!("{provider}'s response could not be read: {error}"))
+    }
+
     /// Asks `agent`'s model one question, with no tools but `tool`, which it must call;
     /// returns the tool's input and the usage. For structured one-shot work such as
     /// rewriting a report's summary.
@@ -276,20 +297,11 @@ impl ModelRunner {
             choice: ToolChoice::Force(name),
             max_output_tokens: self.settings.max_output_tokens,
         };
-        let response = http::send(provider, &self.settings, &endpoint.key_variable, || {
-            self.format.request(
-                &self.client,
-                &endpoint.base_url,
-                &endpoint.api_key,
-                &request,
-            )
-        })
-        .instrument(tracing::info_span!("model_request", provider, model = %endpoint.model))
-        .await
-        .map_err(|error| RunnerError::failed(error.to_string()))?;
-        let reply = self.format.reply(&response).map_err(|error| {
-            RunnerError::failed(format!("{provider}'s response could not be read: {error}"))
-        })?;
+        let span = tracing::info_span!("model_request", provider, model = %endpoint.model);
+        let reply = self
+            .exchange(&endpoint, &request, span)
+            .await
+            .map_err(RunnerError::failed)?;
         let usage = Usage {
             input_tokens: reply.input_tokens,
             output_tokens: reply.output_tokens,
@@ -335,13 +347,8 @@ impl AgentRunner for ModelRunner {
         let started = Instant::now();
         let agent = &task.agent;
         let provider = self.format.provider();
-        let Endpoint {
-            model,
-            key_variable,
-            api_key,
-            base_url,
-        } = self.endpoint(agent)?;
-        let model = model.as_str();
+        let endpoint = self.endpoint(agent)?;
+        let model = endpoint.model.as_str();
 
         let tools = match change.worktree() {
             Some(worktree) => Some(WorktreeTools::open(worktree).await.map_err(|error| {
@@ -398,24 +405,10 @@ impl AgentRunner for ModelRunner {
                     },
                     max_output_tokens: self.settings.max_output_tokens,
                 };
-                let response = http::send(provider, &self.settings, &key_variable, || {
-                    self.format
-                        .request(&self.client, &base_url, &api_key, &request)
-                })
-                .instrument(tracing::info_span!("model_request", provider, model, turn))
-                .await
-                .map_err(|error: ModelError| error.to_string());
-                let response = match response {
-                    Ok(response) => response,
-                    Err(error) => break 'conversation Err(error),
-                };
-                let reply = match self.format.reply(&response) {
+                let span = tracing::info_span!("model_request", provider, model, turn);
+                let reply = match self.exchange(&endpoint, &request, span).await {
                     Ok(reply) => reply,
-                    Err(error) => {
-                        break 'conversation Err(format!(
-                            "{provider}'s response could not be read: {error}"
-                        ))
-                    }
+                    Err(error) => break 'conversation Err(error),
                 };
                 tally.input_tokens += reply.input_tokens;
                 tally.output_tokens += reply.output_tokens;
