@@ -297,6 +297,9 @@ async fn pipeline(
                     round: None,
                     agents: Vec::new(),
                     declined: Vec::new(),
+                    policy: Default::default(),
+                    daily_usd_limit: None,
+                    notices: Vec::new(),
                 };
                 handles.push(tokio::spawn(async move {
                     let submitted = Instant::now();

@@ -9,6 +9,7 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 use deep_review_consolidator::{consolidate as build_report, FilesPublisher, Publisher};
 use deep_review_git::Repository;
+use deep_review_github::{GitHub, GitHubPublisher, GitHubSettings, RepositoryName};
 use deep_review_protocol::{
     parse_agent_result, parse_json, AgentResult, PullRequestMetadata, Report, ReviewJob,
     ReviewManifest, ReviewRequest, SeverityCounts, Source, Verdict, SCHEMA_VERSION,
@@ -42,6 +43,14 @@ pub struct ChangeArguments {
     /// Head revision: the commit reviewed.
     #[arg(long, default_value = "HEAD", value_name = "REV")]
     head: String,
+    /// Review a GitHub pull request (`owner/repo#42` or its URL) instead of a local
+    /// change; needs the [github] table. Workers clone the repository.
+    #[arg(
+        long,
+        value_name = "OWNER/REPO#N",
+        conflicts_with_all = ["diff", "base", "repository", "pull_request", "title"]
+    )]
+    github: Option<String>,
     /// Review a unified diff from FILE (`-` for stdin) instead of a repository.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["base", "head"])]
     diff: Option<PathBuf>,
@@ -78,6 +87,10 @@ pub struct ReviewArguments {
     /// Do not show live progress.
     #[arg(long)]
     quiet: bool,
+    /// Also post the report on the pull request (the sticky comment, inline comments and
+    /// the check run), with --github.
+    #[arg(long, requires = "github")]
+    publish: bool,
 }
 
 /// `deep-review consolidate`.
@@ -125,6 +138,14 @@ pub async fn build_request(
         }
         selected
     };
+    if let Some(reference) = &change.github {
+        let mut request = github_request(settings, reference).await?;
+        if !change.agents.is_empty() {
+            request.agents = agents;
+        }
+        request.declined = change.declined.clone();
+        return Ok(request);
+    }
     let source = match &change.diff {
         Some(path) => Source::InlineDiff {
             diff: read_diff(path)?,
@@ -161,14 +182,67 @@ pub async fn build_request(
         round: None,
         agents,
         declined: change.declined.clone(),
+        policy: Default::default(),
+        daily_usd_limit: None,
+        notices: Vec::new(),
     })
+}
+
+/// The GitHub connection the configuration describes.
+fn github_of(settings: &Settings) -> anyhow::Result<(GitHub, &GitHubSettings)> {
+    let Some(github_settings) = &settings.github else {
+        bail!("--github needs the [github] table in the configuration (api_url and credentials)");
+    };
+    Ok((GitHub::connect(github_settings)?, github_settings))
+}
+
+/// The request for the pull request `reference` (`owner/repo#N` or its URL), read from
+/// GitHub, as the next round after the one its sticky comment shows.
+async fn github_request(settings: &Settings, reference: &str) -> anyhow::Result<ReviewRequest> {
+    let (repository, number) = RepositoryName::parse_pull_request(reference)?;
+    let (github, github_settings) = github_of(settings)?;
+    let client = github.for_repository(&repository, None).await?;
+    let ingested = deep_review_github::ingest::pull_request(
+        &client,
+        &repository,
+        number,
+        github_settings,
+        &settings.agents,
+    )
+    .await?;
+    if !ingested.open {
+        eprintln!("note: {repository}#{number} is closed; reviewing it anyway");
+    }
+    let mut request = ingested.request;
+    let previous = deep_review_github::published_round(&client, &repository, number).await?;
+    request.round = previous.map(|round| round + 1);
+    Ok(request)
 }
 
 /// Runs an embedded review.
 pub async fn review(settings: &Settings, arguments: ReviewArguments) -> anyhow::Result<ExitCode> {
     let request = build_request(settings, &arguments.change).await?;
-    let report = embedded::review(settings, request, &arguments.out, !arguments.quiet).await?;
+    let (job, report) =
+        embedded::review(settings, request, &arguments.out, !arguments.quiet).await?;
     summarise(&report, &arguments.out, settings);
+    if arguments.publish {
+        // After the files are written: a GitHub failure loses nothing.
+        let (github, github_settings) = github_of(settings)?;
+        GitHubPublisher::new(std::sync::Arc::new(github), github_settings.clone())
+            .post_report(&ReviewManifest::for_job(&job), &report)
+            .await
+            .with_context(|| {
+                format!(
+                    "the report is in {}, but posting it on GitHub failed",
+                    arguments.out.display()
+                )
+            })?;
+        println!(
+            "Posted on {}#{}",
+            job.pull_request.repository.as_deref().unwrap_or_default(),
+            job.pull_request.number.unwrap_or_default()
+        );
+    }
     Ok(exit_code(&report, arguments.change.fail_on))
 }
 
@@ -271,6 +345,8 @@ fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
         notices: Vec::new(),
         earlier_findings: Vec::new(),
         trace_context: Default::default(),
+        policy: Default::default(),
+        supersedes: None,
     };
     ReviewManifest {
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),

@@ -86,13 +86,13 @@ pub fn narrator(
     Ok(Some(crate::narrator::ModelNarrator::new(runner, agent)))
 }
 
-/// Runs one review end to end and writes its files to `out`.
+/// Runs one review end to end, writes its files to `out` and returns its job and report.
 pub async fn review(
     settings: &Settings,
     request: ReviewRequest,
     out: &Path,
     show_progress: bool,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(deep_review_protocol::ReviewJob, Report)> {
     let queue = MemoryTaskQueue::new(settings.review.delivery_limit);
     // Repo context updates of one review reach the next review of the same repository
     // through a file in its git directory, out of the work tree.
@@ -172,7 +172,7 @@ pub async fn review(
                 }
             }
             report = reports.recv() => match report {
-                Some(report) if report.review_id == job.id => break Ok(report),
+                Some(report) if report.review_id == job.id => break Ok((job.clone(), report)),
                 Some(_) => {}
                 None => break Err(anyhow!("the consolidator stopped before writing the report")),
             },

@@ -43,6 +43,9 @@ enum Command {
     Worker,
     /// Run the consolidator service: build and publish reports.
     Consolidator,
+    /// Schedule reviews of an organisation's open pull requests that have none at their
+    /// head, through the distributed services.
+    Sweep(services::SweepArguments),
     /// Measure throughput and orchestration overhead against a bare RabbitMQ + Redis floor.
     Bench(bench::BenchArguments),
     /// Rebuild a report from saved agent results (`agents/<agent>.json`).
@@ -148,6 +151,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Consolidator => {
             services::consolidator(&settings::Settings::load(cli.config.as_deref())?).await
+        }
+        Command::Sweep(arguments) => {
+            services::sweep(&settings::Settings::load(cli.config.as_deref())?, arguments).await
         }
         Command::Bench(arguments) => {
             bench::run(&settings::Settings::load(cli.config.as_deref())?, arguments).await?;

@@ -17,6 +17,7 @@ use clap::Args;
 use deep_review_consolidator::{
     Consolidator, ConsolidatorSettings, FilesPublisher, Publisher, StorePublisher,
 };
+use deep_review_github::{GitHub, GitHubPublisher, GitHubService};
 use deep_review_protocol::{Report, ReviewJob, ReviewManifest, ReviewRequest};
 use deep_review_scheduler::{Scheduler, SchedulerError, SchedulerSettings};
 use deep_review_telemetry::Metrics;
@@ -309,14 +310,18 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
     readiness.watch_store(Arc::clone(&store));
     readiness.set(true);
-    let publishers: Vec<Arc<dyn Publisher>> = vec![
-        Arc::new(FilesPublisher::per_review(
-            &settings.distributed.reports_directory,
-            settings.output.formats.clone(),
-        )),
-        // Last, so a report is only visible to clients once its files exist.
-        Arc::new(StorePublisher::new(Arc::clone(&store))),
-    ];
+    let mut publishers: Vec<Arc<dyn Publisher>> = vec![Arc::new(FilesPublisher::per_review(
+        &settings.distributed.reports_directory,
+        settings.output.formats.clone(),
+    ))];
+    if let Some(github_settings) = &settings.github {
+        publishers.push(Arc::new(GitHubPublisher::new(
+            Arc::new(GitHub::connect(github_settings)?),
+            github_settings.clone(),
+        )));
+    }
+    // Last, so a report is only visible to clients once it is everywhere else.
+    publishers.push(Arc::new(StorePublisher::new(Arc::clone(&store))));
     let consolidator = Consolidator::new(
         store,
         publishers,
@@ -466,27 +471,33 @@ pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
     readiness.watch_queue(Arc::clone(&queue));
     readiness.watch_store(Arc::clone(&store));
     readiness.set(true);
-    let scheduler = Scheduler::new(
-        queue,
-        Arc::clone(&store),
-        SchedulerSettings {
-            default_agents: settings.agents.clone(),
-            deadline_grace: settings.review.deadline_grace,
-            shared_filesystem: settings.distributed.shared_filesystem,
-            budget: settings.budget()?,
-        },
-    );
-    let app = Router::new()
+    let scheduler = new_scheduler(settings, queue, Arc::clone(&store))?;
+    let scheduler = Arc::new(scheduler);
+    let github = match &settings.github {
+        Some(github_settings) => Some(Arc::new(
+            GitHubService::new(
+                Arc::new(GitHub::connect(github_settings)?),
+                github_settings.clone(),
+                Arc::clone(&scheduler),
+                Arc::clone(&store),
+                settings.agents.clone(),
+            )
+            .with_metrics(Arc::clone(&metrics)),
+        )),
+        None => None,
+    };
+    let mut app = Router::new()
         .route("/v1/reviews", post(create_review))
         .route("/v1/reviews/{id}", get(review_state))
         .merge(telemetry_routes(metrics, readiness))
-        .layer(DefaultBodyLimit::max(
-            settings.distributed.max_request_bytes,
-        ))
-        .with_state(ApiState {
-            scheduler: Arc::new(scheduler),
-            store,
-        });
+        .with_state(ApiState { scheduler, store });
+    if let Some(github) = &github {
+        app = app.merge(Arc::clone(github).router());
+        tracing::info!(api = %settings.github.as_ref().map(|github| github.api_url.as_str()).unwrap_or_default(), "GitHub webhooks accepted at /github/webhook");
+    }
+    let app = app.layer(DefaultBodyLimit::max(
+        settings.distributed.max_request_bytes,
+    ));
     let listener = tokio::net::TcpListener::bind(&settings.distributed.scheduler_listen)
         .await
         .with_context(|| format!("listening on {}", settings.distributed.scheduler_listen))?;
@@ -495,6 +506,9 @@ pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("the HTTP server failed")?;
+    if let Some(github) = &github {
+        github.drain(settings.distributed.drain_timeout).await;
+    }
     tracing::info!("scheduler stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -593,4 +607,129 @@ pub async fn submit(settings: &Settings, arguments: SubmitArguments) -> anyhow::
         &report,
         arguments.change.fail_on,
     ))
+}
+
+fn new_scheduler(
+    settings: &Settings,
+    queue: Arc<dyn TaskQueue>,
+    store: Arc<dyn ResultStore>,
+) -> anyhow::Result<Scheduler> {
+    Ok(Scheduler::new(
+        queue,
+        store,
+        SchedulerSettings {
+            default_agents: settings.agents.clone(),
+            deadline_grace: settings.review.deadline_grace,
+            shared_filesystem: settings.distributed.shared_filesystem,
+            budget: settings.budget()?,
+        },
+    ))
+}
+
+/// `deep-review sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArguments {
+    /// The GitHub organisation whose open pull requests to review.
+    #[arg(long, value_name = "ORG")]
+    org: String,
+    /// Only repositories whose name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    repo_filter: Option<String>,
+    /// Only pull requests updated within this long (`7d`) or since this time (RFC 3339).
+    #[arg(long, value_name = "AGE|TIME")]
+    since: Option<String>,
+    /// Reviews of this sweep unfinished at once (default: github.sweep_max_in_flight).
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// List what would be reviewed and schedule nothing (needs no RabbitMQ or Redis).
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Schedules a review of every open pull request of an organisation whose head has none,
+/// through the distributed services (RabbitMQ and Redis).
+pub async fn sweep(settings: &Settings, arguments: SweepArguments) -> anyhow::Result<ExitCode> {
+    let Some(github_settings) = &settings.github else {
+        bail!("`sweep` needs the [github] table in the configuration (api_url and credentials)");
+    };
+    let repository_filter = arguments
+        .repo_filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .context("--repo-filter is not a valid regular expression")?;
+    let since = arguments.since.as_deref().map(parse_since).transpose()?;
+    let github = Arc::new(GitHub::connect(github_settings)?);
+    let options = deep_review_github::sweep::SweepOptions {
+        organisation: arguments.org.clone(),
+        repository_filter,
+        since,
+        max_in_flight: arguments
+            .max_in_flight
+            .unwrap_or(github_settings.sweep_max_in_flight),
+        poll_interval: Duration::from_secs(2),
+    };
+    if arguments.dry_run {
+        let found = deep_review_github::sweep::candidates(&github, github_settings, &options)
+            .await
+            .with_context(|| format!("sweeping {}", arguments.org))?;
+        println!(
+            "{}: {} open pull request(s), {} already reviewed, {} to review (dry run: nothing scheduled)",
+            arguments.org,
+            found.open,
+            found.already_reviewed,
+            found.to_review.len()
+        );
+        for trigger in &found.to_review {
+            println!("  would schedule {}#{}", trigger.repository, trigger.number);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shutdown = shutdown_on_signals();
+    let queue: Arc<dyn TaskQueue> = Arc::new(connect_queue(settings, &shutdown).await?);
+    let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
+    let scheduler = Arc::new(new_scheduler(settings, queue, Arc::clone(&store))?);
+    let service = GitHubService::new(
+        github,
+        github_settings.clone(),
+        scheduler,
+        store,
+        settings.agents.clone(),
+    );
+    let summary = tokio::select! {
+        summary = service.sweep(&options) => summary.with_context(|| format!("sweeping {}", arguments.org))?,
+        () = shutdown.cancelled() => bail!("sweep interrupted; reviews already scheduled go on"),
+    };
+    println!(
+        "{}: {} open pull request(s), {} already reviewed, {} scheduled, {} failed",
+        arguments.org,
+        summary.open,
+        summary.already_reviewed,
+        summary.scheduled.len(),
+        summary.failed.len()
+    );
+    for scheduled in &summary.scheduled {
+        println!("  scheduled {scheduled}");
+    }
+    for failed in &summary.failed {
+        println!("  failed {failed}");
+    }
+    Ok(if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `7d` (an age) or an RFC 3339 time.
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(age) = humantime::parse_duration(text) {
+        let age = chrono::Duration::from_std(age).context("--since is too long ago")?;
+        return Ok(chrono::Utc::now() - age);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .with_context(|| {
+            format!("--since `{text}` is neither an age like `7d` nor an RFC 3339 time")
+        })
 }

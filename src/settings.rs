@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use deep_review_consolidator::{ConsolidationSettings, OutputFormat};
+use deep_review_github::GitHubSettings;
 use deep_review_protocol::{AgentSpec, RunnerKind};
 use deep_review_worker::{BuiltinSettings, ModelPrice, ModelSettings};
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,10 @@ pub struct Settings {
     /// summary and narratives; absent, the deterministic text is published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub narrator: Option<AgentSpec>,
+    /// The GitHub integration (App or token, webhooks, comments and check runs); absent,
+    /// deep-review never talks to GitHub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubSettings>,
 }
 
 /// Model and vendor CLI runners.
@@ -239,6 +244,7 @@ impl Default for Settings {
             budget: BudgetSettings::default(),
             models: ModelsSettings::default(),
             narrator: None,
+            github: None,
         }
     }
 }
@@ -372,7 +378,9 @@ impl Settings {
 fn redact(value: &mut toml::Value, key: Option<&str>) {
     let secret_key = |key: &str| {
         let key = key.to_ascii_lowercase();
+        // `_env` and `_path` settings name where a secret is, not the secret.
         !key.ends_with("_env")
+            && !key.ends_with("_path")
             && [
                 "token",
                 "password",

@@ -45,6 +45,36 @@ fn broken_configuration_is_named() {
         "a misspelt key is an error: {stderr}"
     );
 
+    std::fs::write(&path, "[github]\napp_idd = 3\n").unwrap();
+    let output = deep_review(&["--config", path.to_str().unwrap(), "config", "show"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("app_idd"),
+        "a misspelt GitHub key is an error: {stderr}"
+    );
+
+    // A GitHub table shows where secrets come from, never a secret.
+    std::fs::write(
+        &path,
+        "[github]\napp_id = 3\nprivate_key_path = \"/secrets/app.pem\"\n",
+    )
+    .unwrap();
+    let output = deep_review(&["--config", path.to_str().unwrap(), "config", "show"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("private_key_path = \"/secrets/app.pem\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("webhook_secret_env = \"GITHUB_WEBHOOK_SECRET\""),
+        "{stdout}"
+    );
+
     std::fs::write(&path, "[[agents]]\nname = \"x\"\nrunner = \"telepathy\"\n").unwrap();
     let output = deep_review(&["--config", path.to_str().unwrap(), "config", "show"]);
     let stderr = String::from_utf8_lossy(&output.stderr);

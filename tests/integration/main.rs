@@ -5,6 +5,8 @@ mod config;
 mod consolidate;
 mod deploy;
 mod distributed;
+mod github;
+mod github_server;
 mod model_agents;
 mod model_server;
 mod review;

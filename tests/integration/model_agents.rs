@@ -93,6 +93,8 @@ pub async fn run_on_known_problems(
         notices: Vec::new(),
         earlier_findings: Vec::new(),
         trace_context: Default::default(),
+        policy: Default::default(),
+        supersedes: None,
     };
     let task = AgentTask::new(&job, &agent);
     let scratch = tempfile::tempdir().unwrap();
@@ -579,7 +581,9 @@ output_per_million_usd = 15.0
     let claude_code = row("claude-code");
     assert_eq!(
         (claude_code.input_tokens, claude_code.output_tokens),
-        (5000, 800)
+        (5000, 800),
+        "claude-code's result: {}",
+        std::fs::read_to_string(out.join("agents/claude-code.json")).unwrap_or_default()
     );
     assert_eq!(
         claude_code.tool_calls,

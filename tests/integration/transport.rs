@@ -15,7 +15,7 @@ use deep_review_transport::{
 
 use crate::util::{unique_prefix, Services};
 
-fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> ReviewJob {
+pub fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> ReviewJob {
     ReviewJob {
         schema_version: 1,
         id: review_id.to_string(),
@@ -38,6 +38,8 @@ fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> Revie
         notices: Vec::new(),
         earlier_findings: Vec::new(),
         trace_context: Default::default(),
+        policy: Default::default(),
+        supersedes: None,
     }
 }
 

@@ -105,6 +105,8 @@ fn manifest(agents: usize) -> ReviewManifest {
             notices: Vec::new(),
             earlier_findings: Vec::new(),
             trace_context: Default::default(),
+            policy: Default::default(),
+            supersedes: None,
         },
         expected_agents: (0..agents).map(|agent| format!("agent{agent}")).collect(),
     }

@@ -49,6 +49,26 @@ impl Default for ConsolidationSettings {
     }
 }
 
+impl ConsolidationSettings {
+    /// These settings with a repository's own severity rules applied.
+    pub fn with_repository_rules(&self, rules: &deep_review_protocol::SeverityRules) -> Self {
+        let mut settings = self.clone();
+        if let Some(lower) = rules.lower_test_code_findings {
+            settings.lower_test_code_findings = lower;
+        }
+        if let Some(minimum) = rules.rework_min_critical {
+            settings.verdict.rework_min_critical = minimum;
+        }
+        if let Some(minimum) = rules.rework_min_important {
+            settings.verdict.rework_min_important = Some(minimum);
+        }
+        if let Some(minimum) = rules.fixes_min_important {
+            settings.verdict.fixes_min_important = minimum;
+        }
+        settings
+    }
+}
+
 /// Verdict thresholds: the first rule that matches decides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -93,6 +113,7 @@ pub fn consolidate(
     now: DateTime<Utc>,
 ) -> Report {
     let job = &manifest.job;
+    let settings = &settings.with_repository_rules(&job.policy.severity);
     let order = agent_order(manifest, &results);
     let rank_of = |agent: &str| {
         order
@@ -1090,6 +1111,8 @@ mod tests {
                 notices: Vec::new(),
                 earlier_findings: Vec::new(),
                 trace_context: Default::default(),
+                policy: Default::default(),
+                supersedes: None,
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }

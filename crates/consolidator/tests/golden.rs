@@ -76,6 +76,8 @@ fn fixture_report() -> Report {
         notices: Vec::new(),
         earlier_findings: Vec::new(),
         trace_context: Default::default(),
+        policy: Default::default(),
+        supersedes: None,
     };
     consolidate(
         &ReviewManifest::for_job(&job),

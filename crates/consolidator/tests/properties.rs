@@ -87,6 +87,8 @@ fn manifest(results: &[AgentResult]) -> ReviewManifest {
             notices: Vec::new(),
             earlier_findings: Vec::new(),
             trace_context: Default::default(),
+            policy: Default::default(),
+            supersedes: None,
         },
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
     }

@@ -13,5 +13,5 @@ pub use diff::{
     parse_unified_diff, split_by_file, ChangeKind, DiffLine, FileDiff, FileSection, Hunk, LineKind,
 };
 pub use mirror::MirrorCache;
-pub use paths::is_test_path;
+pub use paths::{is_test_path, PathFilter, PatternError};
 pub use repository::{GitError, Repository, Worktree, EMPTY_TREE};

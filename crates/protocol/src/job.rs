@@ -279,6 +279,63 @@ pub struct ReviewJob {
     /// the workers' and the consolidator's spans join the scheduler's trace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub trace_context: BTreeMap<String, String>,
+    /// What the repository's own `.deep-review.toml` asked for, within the operator's
+    /// limits: paths left out of the review and severity rules.
+    #[serde(default, skip_serializing_if = "RepositoryPolicy::is_default")]
+    pub policy: RepositoryPolicy,
+    /// The earlier round of the same pull request this review replaced; its report is
+    /// never published, so what it started (a check run) must be closed by whoever
+    /// started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
+}
+
+/// A repository's own review rules (from `.deep-review.toml` on its default branch), as
+/// far as the operator allows them. Carried in the job so workers and the consolidator
+/// apply them without reading the repository's configuration again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RepositoryPolicy {
+    /// Glob patterns (`generated/**`, `*.pb.go`) of paths whose changes agents never see;
+    /// the report names the files left out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded_paths: Vec<String>,
+    /// Overrides of the operator's consolidation rules.
+    #[serde(skip_serializing_if = "SeverityRules::is_default")]
+    pub severity: SeverityRules,
+}
+
+impl RepositoryPolicy {
+    /// Whether the policy asks for nothing (the operator's rules apply unchanged).
+    pub fn is_default(&self) -> bool {
+        self == &RepositoryPolicy::default()
+    }
+}
+
+/// A repository's overrides of how severities and the verdict are decided; absent fields
+/// keep the operator's setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeverityRules {
+    /// Whether findings only in test or mock code drop one severity level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lower_test_code_findings: Option<bool>,
+    /// Rework when at least this many critical findings remain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rework_min_critical: Option<usize>,
+    /// Rework when at least this many important findings remain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rework_min_important: Option<usize>,
+    /// Merge with fixes when at least this many important findings remain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixes_min_important: Option<usize>,
+}
+
+impl SeverityRules {
+    /// Whether no rule is overridden.
+    pub fn is_default(&self) -> bool {
+        self == &SeverityRules::default()
+    }
 }
 
 fn first_round() -> u32 {
@@ -347,7 +404,7 @@ impl ReviewManifest {
 
 /// A request for a review, from the CLI, the HTTP API, a webhook or a sweep. The scheduler
 /// turns it into a [`ReviewJob`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReviewRequest {
     /// Version of this message format.
     #[serde(default = "default_schema_version")]
@@ -366,4 +423,15 @@ pub struct ReviewRequest {
     /// Items declined in earlier rounds ("do not re-suggest").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub declined: Vec<String>,
+    /// The repository's own rules, already checked against the operator's limits.
+    #[serde(default, skip_serializing_if = "RepositoryPolicy::is_default")]
+    pub policy: RepositoryPolicy,
+    /// Daily budget of this repository in US dollars, when its configuration sets one
+    /// below the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_usd_limit: Option<f64>,
+    /// Things the report must tell the reader about how the request was made, e.g. that
+    /// the repository's `.deep-review.toml` was ignored and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }

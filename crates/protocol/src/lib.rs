@@ -12,8 +12,8 @@ mod result;
 
 pub use finding::{Finding, Location, Severity, Tag, Verification, VerificationOutcome};
 pub use job::{
-    AgentInput, AgentSpec, AgentTask, CommitSummary, PullRequestMetadata, ReviewJob,
-    ReviewManifest, ReviewRequest, RunnerKind, Source,
+    AgentInput, AgentSpec, AgentTask, CommitSummary, PullRequestMetadata, RepositoryPolicy,
+    ReviewJob, ReviewManifest, ReviewRequest, RunnerKind, SeverityRules, Source,
 };
 pub use parse::{parse_agent_result, parse_json, ParseError};
 pub use report::{

@@ -114,10 +114,11 @@ impl Scheduler {
             )));
         }
         let explicit_round = request.round;
+        let repository_limit = request.daily_usd_limit;
         let mut job = prepare_job(request, &self.settings, Utc::now()).await?;
         span.record("review", job.id.as_str());
         job.trace_context = deep_review_telemetry::trace_context_of(span);
-        self.apply_budget(&mut job).await?;
+        self.apply_budget(&mut job, repository_limit).await?;
         if let Some(repository) = &job.pull_request.repository {
             job.repository_context = self.store.repository_context(repository).await?;
         }
@@ -132,6 +133,7 @@ impl Scheduler {
             }
             superseded = previous;
         }
+        job.supersedes = superseded.clone();
         self.store
             .create_review(&ReviewManifest::for_job(&job))
             .await?;
@@ -166,14 +168,23 @@ fn earlier_finding(finding: &deep_review_protocol::ConsolidatedFinding) -> Strin
 
 impl Scheduler {
     /// Defers `job`, or switches it to the fallback line-up, when a daily budget is spent.
-    async fn apply_budget(&self, job: &mut ReviewJob) -> Result<(), SchedulerError> {
+    /// `repository_limit` is the repository's own daily limit, which can only lower the
+    /// operator's.
+    async fn apply_budget(
+        &self,
+        job: &mut ReviewJob,
+        repository_limit: Option<f64>,
+    ) -> Result<(), SchedulerError> {
         let budget = &self.settings.budget;
         let today = job.created_at.date_naive();
         let mut spent_reason = None;
-        if let (Some(limit), Some(repository)) = (
-            budget.daily_usd_per_repository,
-            job.pull_request.repository.as_deref(),
-        ) {
+        let per_repository = match (budget.daily_usd_per_repository, repository_limit) {
+            (Some(operator), Some(repository)) => Some(operator.min(repository)),
+            (operator, repository) => operator.or(repository),
+        };
+        if let (Some(limit), Some(repository)) =
+            (per_repository, job.pull_request.repository.as_deref())
+        {
             let spent = self.store.cost(Some(repository), today).await?;
             if spent >= limit {
                 spent_reason = Some(format!("the daily budget for {repository} is spent (${spent:.2} of ${limit:.2} on {today})"));
@@ -251,6 +262,8 @@ pub async fn prepare_job(
         request.agents
     };
     validate_agents(&agents)?;
+    deep_review_git::PathFilter::new(&request.policy.excluded_paths)
+        .map_err(|error| SchedulerError::InvalidRequest(error.to_string()))?;
     let mut pull_request = request.pull_request;
     let source = match request.source {
         Source::LocalRepo { path, base, head } => {
@@ -334,9 +347,11 @@ pub async fn prepare_job(
         deadline,
         repository_context: Vec::new(),
         declined: request.declined,
-        notices: Vec::new(),
+        notices: request.notices,
         earlier_findings: Vec::new(),
         trace_context: Default::default(),
+        policy: request.policy,
+        supersedes: None,
     })
 }
 
@@ -426,6 +441,9 @@ mod tests {
             round: None,
             agents,
             declined: Vec::new(),
+            policy: Default::default(),
+            daily_usd_limit: None,
+            notices: Vec::new(),
         }
     }
 

@@ -256,6 +256,18 @@ pub trait ResultStore: Send + Sync + 'static {
         repository: Option<&str>,
         day: chrono::NaiveDate,
     ) -> Result<f64, TransportError>;
+
+    /// Records a webhook delivery id for `ttl`; false when it was recorded already, so
+    /// a redelivered webhook (by GitHub or by every replica of the scheduler) schedules
+    /// one review.
+    async fn claim_delivery(
+        &self,
+        delivery_id: &str,
+        ttl: Duration,
+    ) -> Result<bool, TransportError>;
+
+    /// Forgets a delivery whose handling failed, so GitHub's redelivery is handled.
+    async fn release_delivery(&self, delivery_id: &str) -> Result<(), TransportError>;
 }
 
 /// How many context notes are kept per repository; older ones give way.

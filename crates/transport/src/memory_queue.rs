@@ -220,6 +220,8 @@ mod tests {
             notices: Vec::new(),
             earlier_findings: Vec::new(),
             trace_context: Default::default(),
+            policy: Default::default(),
+            supersedes: None,
         };
         AgentTask::new(&job, &agent)
     }

@@ -39,6 +39,8 @@ struct State {
     costs: HashMap<(chrono::NaiveDate, Option<String>), f64>,
     /// Cost per review.
     review_costs: HashMap<String, f64>,
+    /// Webhook deliveries seen, with when their record expires.
+    deliveries: HashMap<String, std::time::Instant>,
 }
 
 struct Review {
@@ -306,6 +308,26 @@ impl ResultStore for MemoryResultStore {
             .unwrap_or_default())
     }
 
+    async fn claim_delivery(
+        &self,
+        delivery_id: &str,
+        ttl: Duration,
+    ) -> Result<bool, TransportError> {
+        let now = std::time::Instant::now();
+        let mut state = self.lock();
+        state.deliveries.retain(|_, expires| *expires > now);
+        if state.deliveries.contains_key(delivery_id) {
+            return Ok(false);
+        }
+        state.deliveries.insert(delivery_id.to_string(), now + ttl);
+        Ok(true)
+    }
+
+    async fn release_delivery(&self, delivery_id: &str) -> Result<(), TransportError> {
+        self.lock().deliveries.remove(delivery_id);
+        Ok(())
+    }
+
     async fn add_cost(
         &self,
         review_id: &str,
@@ -399,6 +421,8 @@ mod tests {
                 notices: Vec::new(),
                 earlier_findings: Vec::new(),
                 trace_context: Default::default(),
+                policy: Default::default(),
+                supersedes: None,
             },
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }

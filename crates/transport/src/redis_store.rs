@@ -546,6 +546,33 @@ impl ResultStore for RedisResultStore {
             .map_err(unavailable)
     }
 
+    async fn claim_delivery(
+        &self,
+        delivery_id: &str,
+        ttl: Duration,
+    ) -> Result<bool, TransportError> {
+        let mut connection = self.connection();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.global(&format!("delivery:{delivery_id}")))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn release_delivery(&self, delivery_id: &str) -> Result<(), TransportError> {
+        let mut connection = self.connection();
+        redis::cmd("DEL")
+            .arg(self.global(&format!("delivery:{delivery_id}")))
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn add_cost(
         &self,
         review_id: &str,

@@ -1,7 +1,8 @@
 use std::path::Path;
 
+use deep_review_git::PathFilter;
 use deep_review_git::{parse_unified_diff, FileDiff, GitError, MirrorCache, Repository, Worktree};
-use deep_review_protocol::{ReviewJob, Source};
+use deep_review_protocol::{OmittedFile, ReviewJob, Source};
 
 /// Why the code under review could not be made available to an agent.
 #[derive(Debug, thiserror::Error)]
@@ -9,6 +10,9 @@ pub enum ChangeError {
     /// Reading the repository failed.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// The repository's path filters are not valid globs.
+    #[error("the repository's path filters are invalid: {0}")]
+    PathFilter(#[from] deep_review_git::PatternError),
     /// The scratch directory for worktrees could not be used.
     #[error("could not create a worktree directory in {directory}: {source}")]
     Scratch {
@@ -30,6 +34,9 @@ pub struct PreparedChange {
     base: Option<String>,
     head: Option<String>,
     worktree: Option<(Worktree, tempfile::TempDir)>,
+    /// Files of the change the repository's path filters left out; the agent's result
+    /// lists them so the report says what nobody reviewed.
+    pub excluded: Vec<OmittedFile>,
 }
 
 impl PreparedChange {
@@ -41,8 +48,14 @@ impl PreparedChange {
         with_worktree: bool,
         mirrors: &MirrorCache,
     ) -> Result<Self, ChangeError> {
+        let filter = PathFilter::new(&job.policy.excluded_paths)?;
         let (repository, base, head) = match &job.source {
-            Source::InlineDiff { diff } => return Ok(PreparedChange::from_diff(diff.clone())),
+            Source::InlineDiff { diff } => {
+                let (diff, excluded) = filter.filter_diff(diff);
+                let mut change = PreparedChange::from_diff(diff);
+                change.excluded = excluded_files(excluded);
+                return Ok(change);
+            }
             Source::LocalRepo { path, base, head } => (Repository::open(path).await?, base, head),
             Source::GitRemote {
                 url,
@@ -56,7 +69,7 @@ impl PreparedChange {
                 head_sha,
             ),
         };
-        let diff = repository.diff(base, head).await?;
+        let (diff, excluded) = filter.filter_diff(&repository.diff(base, head).await?);
         let worktree = if with_worktree {
             std::fs::create_dir_all(scratch_directory).map_err(|source| ChangeError::Scratch {
                 directory: scratch_directory.display().to_string(),
@@ -83,6 +96,7 @@ impl PreparedChange {
             base: Some(base.clone()),
             head: Some(head.clone()),
             worktree,
+            excluded: excluded_files(excluded),
         })
     }
 
@@ -95,6 +109,7 @@ impl PreparedChange {
             base: None,
             head: None,
             worktree: None,
+            excluded: Vec::new(),
         }
     }
 
@@ -131,4 +146,14 @@ impl PreparedChange {
             drop(holder);
         }
     }
+}
+
+fn excluded_files(paths: Vec<String>) -> Vec<OmittedFile> {
+    paths
+        .into_iter()
+        .map(|path| OmittedFile {
+            path,
+            reason: "excluded by the repository's path filters".to_string(),
+        })
+        .collect()
 }

@@ -352,7 +352,15 @@ impl Worker {
                     .map_err(|error| {
                         RunnerError::failed(format!("could not prepare the change: {error}"))
                     })?;
-                    let outcome = runner.run(task, &change).await;
+                    let outcome = runner
+                        .run(task, &change)
+                        .await
+                        .map(|mut result: AgentResult| {
+                            let mut omitted = change.excluded.clone();
+                            omitted.append(&mut result.omitted_files);
+                            result.omitted_files = omitted;
+                            result
+                        });
                     change.cleanup().await;
                     outcome
                 };
@@ -497,6 +505,8 @@ mod tests {
             notices: Vec::new(),
             earlier_findings: Vec::new(),
             trace_context: Default::default(),
+            policy: Default::default(),
+            supersedes: None,
         }
     }
 

@@ -405,6 +405,8 @@ mod tests {
             notices: Vec::new(),
             earlier_findings: vec!["[important] src/cart.rs:10: total overflows".to_string()],
             trace_context: Default::default(),
+            policy: Default::default(),
+            supersedes: None,
         };
         AgentTask::new(&job, &agent)
     }

@@ -1,0 +1,197 @@
+//! A repository's own `.deep-review.toml`, read from its default branch and applied within
+//! the operator's limits.
+
+use deep_review_protocol::{AgentSpec, RepositoryPolicy, SeverityRules};
+use serde::Deserialize;
+
+use crate::RepositoryConfigLimits;
+
+/// The file a repository configures its reviews with, on its default branch (never the
+/// PR's head: a PR must not loosen its own review).
+pub const FILE_NAME: &str = ".deep-review.toml";
+
+/// What `.deep-review.toml` may say.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// Agents to run, by name from the operator's line-up; empty keeps the line-up.
+    pub agents: Vec<String>,
+    /// Glob patterns of paths to leave out of the review (generated code, vendored
+    /// code, fixtures).
+    pub exclude: Vec<String>,
+    /// Severity and verdict rules.
+    pub severity: SeverityRules,
+    /// Spending limits.
+    pub budget: RepositoryBudget,
+}
+
+/// A repository's spending limits.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepositoryBudget {
+    /// Most this repository's reviews may cost per UTC day, in US dollars.
+    pub daily_usd: Option<f64>,
+}
+
+/// What the scheduler applies to a review of the repository.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppliedConfig {
+    /// The line-up; empty means the operator's default.
+    pub agents: Vec<AgentSpec>,
+    /// Path filters and severity rules for the job.
+    pub policy: RepositoryPolicy,
+    /// The repository's daily budget, within the operator's.
+    pub daily_usd_limit: Option<f64>,
+    /// What was not applied, and why, for the report.
+    pub notices: Vec<String>,
+}
+
+/// Parses `.deep-review.toml`; the error names the file and the problem.
+pub fn parse(text: &str) -> Result<RepositoryConfig, String> {
+    toml::from_str(text).map_err(|error| format!("{FILE_NAME} is invalid: {error}"))
+}
+
+/// Applies `config` within `limits`, picking agents from `operator_agents`. Anything
+/// beyond the limits is left out with a notice rather than failing the review.
+pub fn apply(
+    config: &RepositoryConfig,
+    operator_agents: &[AgentSpec],
+    limits: &RepositoryConfigLimits,
+) -> AppliedConfig {
+    let mut applied = AppliedConfig::default();
+    for name in &config.agents {
+        let allowed = limits.allowed_agents.is_empty()
+            || limits.allowed_agents.iter().any(|allowed| allowed == name);
+        match operator_agents.iter().find(|agent| &agent.name == name) {
+            Some(agent) if allowed => {
+                if !applied.agents.iter().any(|chosen| chosen.name == agent.name) {
+                    applied.agents.push(agent.clone());
+                }
+            }
+            Some(_) => applied.notices.push(format!(
+                "{FILE_NAME} asks for agent `{name}`, which the operator does not allow repositories to choose; it did not run."
+            )),
+            None => applied.notices.push(format!(
+                "{FILE_NAME} asks for agent `{name}`, which is not configured; configured agents: {}.",
+                operator_agents.iter().map(|agent| agent.name.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+    if !config.agents.is_empty() && applied.agents.is_empty() {
+        applied.notices.push(format!(
+            "None of the agents {FILE_NAME} asks for can run, so the default line-up ran."
+        ));
+    }
+    match deep_review_git::PathFilter::new(&config.exclude) {
+        Ok(_) => applied.policy.excluded_paths = config.exclude.clone(),
+        Err(error) => applied
+            .notices
+            .push(format!("{FILE_NAME}: {error}; no paths were excluded.")),
+    }
+    if !config.severity.is_default() {
+        if limits.allow_severity_rules {
+            applied.policy.severity = config.severity.clone();
+        } else {
+            applied.notices.push(format!(
+                "{FILE_NAME} sets severity rules, which the operator does not allow repositories to change; the operator's rules applied."
+            ));
+        }
+    }
+    if let Some(asked) = config.budget.daily_usd {
+        if !asked.is_finite() || asked < 0.0 {
+            applied.notices.push(format!(
+                "{FILE_NAME}: budget.daily_usd must be a positive number of dollars; it was ignored."
+            ));
+        } else {
+            let allowed = limits
+                .max_daily_usd
+                .map_or(asked, |maximum| asked.min(maximum));
+            if allowed < asked {
+                applied.notices.push(format!(
+                    "{FILE_NAME} sets a daily budget of ${asked:.2}; the operator allows at most ${allowed:.2}, which applies."
+                ));
+            }
+            applied.daily_usd_limit = Some(allowed);
+        }
+    }
+    applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deep_review_protocol::RunnerKind;
+
+    fn line_up() -> Vec<AgentSpec> {
+        vec![
+            AgentSpec::new("builtin", RunnerKind::Builtin),
+            AgentSpec::new("claude", RunnerKind::ClaudeCode),
+            AgentSpec::new("codex", RunnerKind::Codex),
+        ]
+    }
+
+    #[test]
+    fn a_full_configuration_applies_within_limits() {
+        let config = parse(
+            r#"
+agents = ["claude", "builtin", "gpt-9"]
+exclude = ["generated/**", "*.lock"]
+[severity]
+lower_test_code_findings = false
+rework_min_critical = 2
+[budget]
+daily_usd = 50
+"#,
+        )
+        .expect("valid");
+        let limits = RepositoryConfigLimits {
+            allowed_agents: vec!["builtin".into(), "codex".into(), "gpt-9".into()],
+            max_daily_usd: Some(10.0),
+            ..RepositoryConfigLimits::default()
+        };
+        let applied = apply(&config, &line_up(), &limits);
+        let names: Vec<&str> = applied
+            .agents
+            .iter()
+            .map(|agent| agent.name.as_str())
+            .collect();
+        assert_eq!(names, ["builtin"]);
+        assert_eq!(applied.policy.excluded_paths, ["generated/**", "*.lock"]);
+        assert_eq!(applied.policy.severity.rework_min_critical, Some(2));
+        assert_eq!(applied.daily_usd_limit, Some(10.0));
+        let notices = applied.notices.join("\n");
+        assert!(
+            notices.contains("`claude`") && notices.contains("does not allow"),
+            "{notices}"
+        );
+        assert!(
+            notices.contains("`gpt-9`") && notices.contains("not configured"),
+            "{notices}"
+        );
+        assert!(notices.contains("at most $10.00"), "{notices}");
+    }
+
+    #[test]
+    fn severity_rules_can_be_locked_and_bad_patterns_are_named() {
+        let config = parse("exclude = [\"src/[\"]\n[severity]\nrework_min_critical = 5\n")
+            .expect("valid TOML");
+        let limits = RepositoryConfigLimits {
+            allow_severity_rules: false,
+            ..RepositoryConfigLimits::default()
+        };
+        let applied = apply(&config, &line_up(), &limits);
+        assert!(applied.policy.is_default());
+        let notices = applied.notices.join("\n");
+        assert!(notices.contains("src/["), "{notices}");
+        assert!(notices.contains("severity rules"), "{notices}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_file() {
+        let error = parse("agent = [\"claude\"]\n").expect_err("unknown key");
+        assert!(
+            error.contains(".deep-review.toml") && error.contains("agent"),
+            "{error}"
+        );
+    }
+}
