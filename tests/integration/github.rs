@@ -288,6 +288,8 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
     assert!(round_one_inline >= 2, "expected several serious findings");
 
     // Round 2: a push fixes the leaked key; the synchronize delivery updates everything.
+    let leaked_settings =
+        std::fs::read_to_string(repository.path().join("config/settings.toml")).expect("read");
     repository.write("config/settings.toml", "[aws]\nregion = \"eu-west-1\"\n");
     // A line above moves the other findings of this file down: their comments stand.
     let service = std::fs::read_to_string(repository.path().join("app/service.py")).expect("read");
@@ -422,6 +424,52 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
         )
         .await;
     }
+
+    // Round 6: the leaked key comes back. Its old comment is reopened, not duplicated.
+    let inline_before = stub.with(|state| state.review_comments.len());
+    repository.write("config/settings.toml", &leaked_settings);
+    let head_six = repository.commit("Put the credentials back");
+    let pull = stub_pull(&repository, &base, &head_six, "Add billing");
+    stub.with(|state| {
+        state
+            .repositories
+            .get_mut(REPOSITORY)
+            .expect("repository")
+            .pulls
+            .insert(7, pull);
+    });
+    let event = pull_request_event("synchronize", &head_six);
+    expect_delivery(port, "pull_request", "d-6", &event, 202, "accepted").await;
+    stub.wait_for(
+        "round 6's completed check run",
+        |state| !completed_runs(state, &head_six).is_empty(),
+        || cluster.logs(),
+    )
+    .await;
+    stub.with(|state| {
+        assert_eq!(
+            state.review_comments.len(),
+            inline_before,
+            "a returned finding got a second comment"
+        );
+        let settings_comments: Vec<&str> = state
+            .review_comments
+            .iter()
+            .filter(|comment| comment["path"] == "config/settings.toml")
+            .filter_map(|comment| comment["body"].as_str())
+            .collect();
+        assert!(!settings_comments.is_empty());
+        for body in settings_comments {
+            assert!(body.starts_with("**Reported again**"), "{body}");
+            assert!(!body.contains("No longer reported"), "{body}");
+        }
+        assert!(!state.reopened_threads.is_empty(), "no thread was reopened");
+        assert!(
+            state.resolved_threads.is_empty(),
+            "{:?}",
+            state.resolved_threads
+        );
+    });
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("metrics")

@@ -60,6 +60,8 @@ pub struct StubState {
     /// Every check run payload in order, to see in-progress then completed.
     pub check_run_history: Vec<Value>,
     pub resolved_threads: Vec<String>,
+    /// Threads reopened with `unresolveReviewThread`.
+    pub reopened_threads: Vec<String>,
     /// Most check runs in progress at one time.
     pub most_in_progress: usize,
     /// (method, path and query) of every request.
@@ -643,6 +645,15 @@ fn patch_lines(patch: &str) -> Vec<u64> {
 
 fn graphql(state: &mut StubState, body: &Value) -> Response {
     let query = body["query"].as_str().unwrap_or("");
+    if query.contains("unresolveReviewThread") {
+        let thread = body["variables"]["thread"].as_str().unwrap_or("");
+        state.resolved_threads.retain(|resolved| resolved != thread);
+        state.reopened_threads.push(thread.to_string());
+        return json_response(
+            StatusCode::OK,
+            json!({ "data": { "unresolveReviewThread": { "thread": { "isResolved": false } } } }),
+        );
+    }
     if query.contains("resolveReviewThread") {
         let thread = body["variables"]["thread"]
             .as_str()

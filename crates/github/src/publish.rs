@@ -242,13 +242,15 @@ impl PullRequestTarget<'_> {
             || format!("listing the review comments of {}", self.describe()),
         )
         .await?;
-        let posted: Vec<(String, Option<String>, &ReviewComment)> = existing
+        // Comments of findings still open, and of findings an earlier round marked as no
+        // longer reported (reopened if the finding comes back).
+        let (closed, posted): (Vec<_>, Vec<_>) = existing
             .iter()
             .filter_map(|comment| {
                 let fingerprint = marker_in(&comment.body, FINDING_MARKER)?;
                 Some((fingerprint, marker_in(&comment.body, PLACE_MARKER), comment))
             })
-            .collect();
+            .partition(|(_, _, comment)| comment.body.contains(RESOLVED_MARKER));
         let files: Vec<crate::ingest::ChangedFile> =
             all_pages(self.client, &format!("{route}/files?per_page=100"), || {
                 format!("listing the files of {}", self.describe())
@@ -284,6 +286,7 @@ impl PullRequestTarget<'_> {
             .map(|(_, _, comment)| comment.id)
             .collect();
         let mut new_comments = Vec::new();
+        let mut reopened: HashSet<u64> = HashSet::new();
         for (finding, path, line) in anchored {
             let fingerprint = fingerprint(path, line, &finding.title);
             if posted.iter().any(|(posted, _, _)| posted == &fingerprint) {
@@ -295,6 +298,31 @@ impl PullRequestTarget<'_> {
             });
             if let Some((_, _, comment)) = moved {
                 kept.insert(comment.id);
+                continue;
+            }
+            // A finding that was fixed and came back reopens its old thread, so the
+            // discussion stays in one place, rather than starting a second one.
+            let returned = closed
+                .iter()
+                .filter(|(_, _, comment)| !reopened.contains(&comment.id))
+                .find(|(closed_fingerprint, _, _)| closed_fingerprint == &fingerprint)
+                .or_else(|| {
+                    closed.iter().find(|(_, closed_place, comment)| {
+                        closed_place.as_deref() == Some(place.as_str())
+                            && !reopened.contains(&comment.id)
+                    })
+                });
+            if let Some((_, _, comment)) = returned {
+                reopened.insert(comment.id);
+                self.reopen(
+                    comment,
+                    finding,
+                    &fingerprint,
+                    &place,
+                    head_sha,
+                    report.header.round,
+                )
+                .await?;
                 continue;
             }
             new_comments.push(json!({
@@ -328,11 +356,46 @@ impl PullRequestTarget<'_> {
             tracing::info!(pull_request = %self.describe(), comments = count, "inline comments posted");
         }
         for (_, _, comment) in &posted {
-            if kept.contains(&comment.id) || comment.body.contains(RESOLVED_MARKER) {
+            if kept.contains(&comment.id) {
                 continue;
             }
             self.mark_resolved(comment, head_sha, report.header.round)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Puts a finding that an earlier round marked as no longer reported back on its
+    /// comment, and reopens the thread (GraphQL `unresolveReviewThread`, best effort).
+    async fn reopen(
+        &self,
+        comment: &ReviewComment,
+        finding: &ConsolidatedFinding,
+        fingerprint: &str,
+        place: &str,
+        head_sha: &str,
+        round: u32,
+    ) -> Result<(), GitHubError> {
+        let short = head_sha.get(..7).unwrap_or(head_sha);
+        let body = format!(
+            "**Reported again** by deep-review as of {short} (round {round}), after an earlier round no longer reported it.\n\n{}",
+            inline_body(finding, fingerprint, place)
+        );
+        let _updated: serde_json::Value = self
+            .client
+            .patch(
+                format!("{}/pulls/comments/{}", self.repository.route(), comment.id),
+                Some(&json!({ "body": body })),
+            )
+            .await
+            .map_err(|error| {
+                GitHubError::api(
+                    format!("reopening a returned finding on {}", self.describe()),
+                    error,
+                )
+            })?;
+        if let Err(error) = self.set_thread_resolved(&comment.node_id, false).await {
+            tracing::warn!(pull_request = %self.describe(), %error, "could not reopen a review thread");
         }
         Ok(())
     }
@@ -370,14 +433,19 @@ impl PullRequestTarget<'_> {
                     error,
                 )
             })?;
-        if let Err(error) = self.resolve_thread(&comment.node_id).await {
+        if let Err(error) = self.set_thread_resolved(&comment.node_id, true).await {
             // The comment already says the finding is gone; resolving is a courtesy.
             tracing::warn!(pull_request = %self.describe(), %error, "could not resolve a review thread");
         }
         Ok(())
     }
 
-    async fn resolve_thread(&self, comment_node_id: &str) -> Result<(), GitHubError> {
+    /// Resolves (or reopens) the review thread that `comment_node_id` starts.
+    async fn set_thread_resolved(
+        &self,
+        comment_node_id: &str,
+        resolved: bool,
+    ) -> Result<(), GitHubError> {
         if comment_node_id.is_empty() {
             return Ok(());
         }
@@ -403,17 +471,22 @@ impl PullRequestTarget<'_> {
         let Some(thread) = thread else {
             return Ok(());
         };
-        if thread["isResolved"] == true {
+        if thread["isResolved"] == resolved {
             return Ok(());
         }
+        let operation = if resolved {
+            "resolveReviewThread"
+        } else {
+            "unresolveReviewThread"
+        };
         let mutation = json!({
-            "query": "mutation($thread: ID!) { resolveReviewThread(input: { threadId: $thread }) { thread { isResolved } } }",
+            "query": format!("mutation($thread: ID!) {{ {operation}(input: {{ threadId: $thread }}) {{ thread {{ isResolved }} }} }}"),
             "variables": { "thread": thread["id"] },
         });
-        let _resolved: serde_json::Value = graphql
+        let _changed: serde_json::Value = graphql
             .graphql(&mutation)
             .await
-            .map_err(|error| GitHubError::api("resolving a review thread", error))?;
+            .map_err(|error| GitHubError::api(format!("calling {operation}"), error))?;
         Ok(())
     }
 }

@@ -23,6 +23,19 @@ pub enum ChangeError {
     },
 }
 
+impl ChangeError {
+    /// Whether preparing again may succeed: a git command or the scratch directory failed
+    /// (a lock another process holds, a fetch cut short, a disk being cleaned up), as
+    /// opposed to a repository or revision that is not there or filters that do not parse.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ChangeError::Git(GitError::CommandFailed { .. } | GitError::Spawn(_))
+                | ChangeError::Scratch { .. }
+        )
+    }
+}
+
 /// The change under review, as an agent sees it: the diff, parsed, and where available the
 /// repository and a worktree at the head commit.
 pub struct PreparedChange {
@@ -156,4 +169,29 @@ fn excluded_files(paths: Vec<String>) -> Vec<OmittedFile> {
             reason: "excluded by the repository's path filters".to_string(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_passing_failures_are_tried_again() {
+        let lock = ChangeError::Git(GitError::CommandFailed {
+            arguments: "worktree add".to_string(),
+            repository: "/repo".to_string(),
+            stderr: "fatal: Unable to create '/repo/.git/index.lock': File exists.".to_string(),
+        });
+        assert!(lock.is_transient());
+        let missing = ChangeError::Git(GitError::UnknownRevision {
+            revision: "abc".to_string(),
+            repository: "/repo".to_string(),
+            stderr: String::new(),
+        });
+        assert!(!missing.is_transient());
+        let filters = PathFilter::new(&["[".to_string()])
+            .err()
+            .map(ChangeError::from);
+        assert!(filters.is_some_and(|error| !error.is_transient()));
+    }
 }

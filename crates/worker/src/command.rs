@@ -158,8 +158,8 @@ pub(crate) async fn run_agent_process(
             .current_dir(worktree)
             .env("DEEP_REVIEW_WORKTREE", worktree);
     }
-    let mut child = command
-        .spawn()
+    let mut child = spawn_with_retries(&mut command)
+        .await
         .map_err(|error| RunnerError::failed(format!("could not start `{program}`: {error}")))?;
     let _group = child.id().map(ProcessGroupGuard);
 
@@ -187,6 +187,35 @@ pub(crate) async fn run_agent_process(
         stdout: stdout?,
         stderr: stderr?,
     })
+}
+
+/// How often a start that failed for a passing reason is tried again, and the pause
+/// before the first retry (doubled each time).
+const SPAWN_ATTEMPTS: u32 = 5;
+const SPAWN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Starts `command`, trying again when the failure passes by itself: the executable is
+/// still open for writing somewhere (ETXTBSY: an agent installed or updated a moment ago,
+/// or its file descriptor inherited by a process forked meanwhile), or the system is
+/// briefly out of processes (EAGAIN). Other failures, like a missing executable, are
+/// returned at once.
+async fn spawn_with_retries(command: &mut Command) -> std::io::Result<tokio::process::Child> {
+    let mut pause = SPAWN_RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match command.spawn() {
+            Err(error)
+                if attempt < SPAWN_ATTEMPTS
+                    && matches!(error.raw_os_error(), Some(libc::ETXTBSY | libc::EAGAIN)) =>
+            {
+                tracing::warn!(%error, attempt, "could not start the agent yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Parses the whole output as a result, or else its last line (agents that log first).
@@ -266,6 +295,66 @@ mod tests {
     fn garbage_output_names_the_problem() {
         let error = parse_output("I found no issues!").unwrap_err();
         assert!(error.to_string().contains("agent result"), "{error}");
+    }
+
+    /// An executable still open for writing cannot start (ETXTBSY); once the writer closes
+    /// it, the retry starts it.
+    #[tokio::test]
+    async fn an_executable_busy_for_a_moment_starts_on_a_retry() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("agent.sh");
+        let mut writer = std::fs::File::create(&path).unwrap();
+        writer
+            .write_all(b"#!/bin/sh\ncat >/dev/null\necho started\n")
+            .unwrap();
+        writer.flush().unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let program = path.display().to_string();
+        let busy = Command::new(&program).spawn().map(|_| ()).unwrap_err();
+        assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
+
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            drop(writer);
+        });
+        let output = run_agent_process(AgentProcess {
+            program: &program,
+            arguments: &[],
+            stdin: b"input".to_vec(),
+            environment: Vec::new(),
+            inherited: &[],
+            worktree: None,
+        })
+        .await
+        .map_err(|error| error.message)
+        .unwrap();
+        closer.await.unwrap();
+        assert!(output.status.success());
+        assert_eq!(output.stdout, "started\n");
+    }
+
+    #[tokio::test]
+    async fn a_missing_executable_is_named() {
+        let error = run_agent_process(AgentProcess {
+            program: "/nonexistent/agent",
+            arguments: &[],
+            stdin: Vec::new(),
+            environment: Vec::new(),
+            inherited: &[],
+            worktree: None,
+        })
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            error
+                .message
+                .contains("could not start `/nonexistent/agent`"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

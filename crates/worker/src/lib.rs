@@ -342,16 +342,14 @@ impl Worker {
                 let runner = Arc::clone(runner);
                 let scratch = &self.settings.scratch_directory;
                 let attempt = async {
-                    let change = PreparedChange::prepare(
-                        &task.job,
-                        scratch,
-                        runner.needs_worktree(),
-                        &self.mirrors,
-                    )
-                    .await
-                    .map_err(|error| {
-                        RunnerError::failed(format!("could not prepare the change: {error}"))
-                    })?;
+                    let change =
+                        prepare_with_retries(task, scratch, runner.needs_worktree(), &self.mirrors)
+                            .await
+                            .map_err(|error| {
+                                RunnerError::failed(format!(
+                                    "could not prepare the change: {error}"
+                                ))
+                            })?;
                     let outcome = runner
                         .run(task, &change)
                         .await
@@ -401,6 +399,35 @@ impl Worker {
         if let Some(progress) = &self.progress {
             // A closed progress channel only means nobody is watching.
             let _ignored = progress.send(event);
+        }
+    }
+}
+
+/// How often preparing a change is tried when it fails for a passing reason, and the
+/// pause before the first retry (doubled each time).
+const PREPARE_ATTEMPTS: u32 = 3;
+const PREPARE_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Prepares the change of `task`, trying again when a git command or the scratch directory
+/// failed: the agent has not run yet, so a retry costs nothing, and a passing failure
+/// should not be reported as the agent's.
+async fn prepare_with_retries(
+    task: &AgentTask,
+    scratch: &std::path::Path,
+    with_worktree: bool,
+    mirrors: &deep_review_git::MirrorCache,
+) -> Result<PreparedChange, change::ChangeError> {
+    let mut pause = PREPARE_RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match PreparedChange::prepare(&task.job, scratch, with_worktree, mirrors).await {
+            Err(error) if attempt < PREPARE_ATTEMPTS && error.is_transient() => {
+                tracing::warn!(%error, attempt, agent = %task.agent.name, "could not prepare the change; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            outcome => return outcome,
         }
     }
 }
