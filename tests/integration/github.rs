@@ -297,16 +297,12 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
         "app/service.py",
         &format!("\"\"\"Billing.\"\"\"\n{service}"),
     );
-    let head_two = repository.commit("Move the credentials out of the repository");
-    let pull = stub_pull(&repository, &base, &head_two, "Add billing");
-    stub.with(|state| {
-        state
-            .repositories
-            .get_mut(REPOSITORY)
-            .expect("repository")
-            .pulls
-            .insert(7, pull);
-    });
+    let head_two = push(
+        &stub,
+        &repository,
+        &base,
+        "Move the credentials out of the repository",
+    );
     let (status, _) = deliver_signed(
         port,
         "pull_request",
@@ -428,16 +424,7 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
     // Round 6: the leaked key comes back. Its old comment is reopened, not duplicated.
     let inline_before = stub.with(|state| state.review_comments.len());
     repository.write("config/settings.toml", &leaked_settings);
-    let head_six = repository.commit("Put the credentials back");
-    let pull = stub_pull(&repository, &base, &head_six, "Add billing");
-    stub.with(|state| {
-        state
-            .repositories
-            .get_mut(REPOSITORY)
-            .expect("repository")
-            .pulls
-            .insert(7, pull);
-    });
+    let head_six = push(&stub, &repository, &base, "Put the credentials back");
     let event = pull_request_event("synchronize", &head_six);
     expect_delivery(port, "pull_request", "d-6", &event, 202, "accepted").await;
     stub.wait_for(
@@ -488,6 +475,22 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
         "{metrics}"
     );
     cluster.shutdown().await;
+}
+
+/// Commits what `repository` holds as a push to pull request 7 of the stub, and returns
+/// the new head.
+fn push(stub: &GitHubStub, repository: &GitRepo, base: &str, message: &str) -> String {
+    let head = repository.commit(message);
+    let pull = stub_pull(repository, base, &head, "Add billing");
+    stub.with(|state| {
+        state
+            .repositories
+            .get_mut(REPOSITORY)
+            .expect("repository")
+            .pulls
+            .insert(7, pull);
+    });
+    head
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -381,23 +381,7 @@ impl PullRequestTarget<'_> {
             "**Reported again** by deep-review as of {short} (round {round}), after an earlier round no longer reported it.\n\n{}",
             inline_body(finding, fingerprint, place)
         );
-        let _updated: serde_json::Value = self
-            .client
-            .patch(
-                format!("{}/pulls/comments/{}", self.repository.route(), comment.id),
-                Some(&json!({ "body": body })),
-            )
-            .await
-            .map_err(|error| {
-                GitHubError::api(
-                    format!("reopening a returned finding on {}", self.describe()),
-                    error,
-                )
-            })?;
-        if let Err(error) = self.set_thread_resolved(&comment.node_id, false).await {
-            tracing::warn!(pull_request = %self.describe(), %error, "could not reopen a review thread");
-        }
-        Ok(())
+        self.rewrite_comment(comment, body, false).await
     }
 
     /// Says on a finding's comment that the latest round no longer reports it, and
@@ -420,6 +404,17 @@ impl PullRequestTarget<'_> {
             "{RESOLVED_MARKER}\n**No longer reported** by deep-review as of {short} (round {round}).\n\n{}",
             quoted.join("\n")
         );
+        self.rewrite_comment(comment, body, true).await
+    }
+
+    /// Replaces an inline comment's text, then resolves or reopens its thread. The text is
+    /// the record; the thread's state is a courtesy, so failing to set it is only logged.
+    async fn rewrite_comment(
+        &self,
+        comment: &ReviewComment,
+        body: String,
+        resolved: bool,
+    ) -> Result<(), GitHubError> {
         let _updated: serde_json::Value = self
             .client
             .patch(
@@ -429,13 +424,16 @@ impl PullRequestTarget<'_> {
             .await
             .map_err(|error| {
                 GitHubError::api(
-                    format!("marking a fixed finding on {}", self.describe()),
+                    format!(
+                        "editing inline comment {} on {}",
+                        comment.id,
+                        self.describe()
+                    ),
                     error,
                 )
             })?;
-        if let Err(error) = self.set_thread_resolved(&comment.node_id, true).await {
-            // The comment already says the finding is gone; resolving is a courtesy.
-            tracing::warn!(pull_request = %self.describe(), %error, "could not resolve a review thread");
+        if let Err(error) = self.set_thread_resolved(&comment.node_id, resolved).await {
+            tracing::warn!(pull_request = %self.describe(), %error, resolved, "could not set a review thread's state");
         }
         Ok(())
     }
