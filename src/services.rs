@@ -680,8 +680,15 @@ pub async fn sweep(settings: &Settings, arguments: SweepArguments) -> anyhow::Re
             found.already_reviewed,
             found.to_review.len()
         );
-        for trigger in &found.to_review {
-            println!("  would schedule {}#{}", trigger.repository, trigger.number);
+        for candidate in &found.to_review {
+            let trigger = &candidate.trigger;
+            match candidate.abandoned_check_runs.len() {
+                0 => println!("  would schedule {}#{}", trigger.repository, trigger.number),
+                abandoned => println!(
+                    "  would schedule {}#{} and close {abandoned} abandoned check run(s)",
+                    trigger.repository, trigger.number
+                ),
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -534,10 +534,23 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
         add("billing", false, vec![pull(4, false)]);
         add("legacy", true, vec![pull(5, false)]);
         add("website", false, vec![pull(6, false)]);
-        // #3's head was reviewed already.
+        // #3's head was reviewed already, and #6's is being reviewed.
         state.check_runs.push(json!({
             "id": 1, "name": "deep-review", "head_sha": heads[2], "status": "completed",
             "conclusion": "neutral", "repository": "acme/api", "external_id": "earlier"
+        }));
+        let recently = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+        state.check_runs.push(json!({
+            "id": 900, "name": "deep-review", "head_sha": heads[5], "status": "in_progress",
+            "started_at": recently, "repository": "acme/website", "external_id": "running",
+            "preloaded": true
+        }));
+        // #4's review was lost two days ago: its check run never finished.
+        let long_ago = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339();
+        state.check_runs.push(json!({
+            "id": 901, "name": "deep-review", "head_sha": heads[3], "status": "in_progress",
+            "started_at": long_ago, "repository": "acme/billing", "external_id": "lost",
+            "preloaded": true
         }));
     });
     let mut cluster = Cluster::new("", "");
@@ -572,15 +585,22 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
         String::from_utf8_lossy(&dry_run.stderr)
     );
     assert!(
-        stdout.contains("acme: 4 open pull request(s), 1 already reviewed, 3 to review"),
+        stdout.contains("acme: 4 open pull request(s), 2 already reviewed, 2 to review"),
         "{stdout}"
     );
-    assert!(stdout.contains("would schedule acme/website#6"), "{stdout}");
-    assert_eq!(
-        stub.with(|state| state.check_runs.len()),
-        1,
-        "a dry run scheduled something"
+    assert!(
+        stdout.contains("would schedule acme/billing#4 and close 1 abandoned check run(s)"),
+        "{stdout}"
     );
+    assert!(!stdout.contains("acme/website#6"), "{stdout}");
+    stub.with(|state| {
+        assert_eq!(state.check_runs.len(), 3, "a dry run scheduled something");
+        assert_eq!(
+            state.check_run_history.len(),
+            0,
+            "a dry run changed a check run"
+        );
+    });
     let sweep_config = config.display().to_string();
     let sweep = tokio::task::spawn_blocking(move || {
         crate::util::deep_review_with(
@@ -623,12 +643,14 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
         stdout.contains("scheduled acme/api#1") && stdout.contains("scheduled acme/billing#4"),
         "{stdout}"
     );
+    let new_run_completed = |state: &crate::github_server::StubState, head: &str| {
+        completed_runs(state, head)
+            .iter()
+            .any(|run| run["external_id"] != "lost")
+    };
     stub.wait_for(
         "both swept reviews completed",
-        |state| {
-            !completed_runs(state, &heads[0]).is_empty()
-                && !completed_runs(state, &heads[3]).is_empty()
-        },
+        |state| new_run_completed(state, &heads[0]) && new_run_completed(state, &heads[3]),
         || cluster.logs(),
     )
     .await;
@@ -638,6 +660,28 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
             "more reviews ran at once than --max-in-flight allows"
         );
         assert!(state.unauthorised.is_empty(), "{:?}", state.unauthorised);
+        // The lost review's check run is closed, pointing at its replacement; the running
+        // one is left alone.
+        let lost = state
+            .check_runs
+            .iter()
+            .find(|run| run["id"] == 901)
+            .expect("the lost review's run");
+        assert_eq!(lost["status"], "completed");
+        assert_eq!(lost["conclusion"], "neutral");
+        assert!(
+            lost["output"]["title"]
+                .as_str()
+                .unwrap_or("")
+                .contains("never finished"),
+            "{lost}"
+        );
+        let running = state
+            .check_runs
+            .iter()
+            .find(|run| run["id"] == 900)
+            .expect("the running review's run");
+        assert_eq!(running["status"], "in_progress");
         let listed_pages = state
             .requests
             .iter()
@@ -656,6 +700,7 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
                 state
                     .check_runs
                     .iter()
+                    .filter(|run| run["preloaded"] != true)
                     .all(|run| run["head_sha"] != heads[skipped].as_str()),
                 "{why} was reviewed"
             );

@@ -594,11 +594,21 @@ pub async fn check_run(
 
 #[derive(Deserialize)]
 pub(crate) struct CheckRun {
-    id: u64,
+    pub(crate) id: u64,
     #[serde(default)]
     external_id: Option<String>,
     #[serde(default)]
     status: String,
+    #[serde(default)]
+    started_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl CheckRun {
+    /// Whether the run started before `cutoff` and never finished: its review was lost
+    /// (its report could not be published, or its records expired).
+    pub(crate) fn is_abandoned(&self, cutoff: chrono::DateTime<Utc>) -> bool {
+        self.status != "completed" && self.started_at.is_some_and(|started| started < cutoff)
+    }
 }
 
 #[derive(Deserialize)]
@@ -666,30 +676,66 @@ pub async fn close_superseded_check_run(
         return Ok(());
     }
     let new_head = by.source.head_revision().unwrap_or("");
+    complete_as_neutral(
+        client,
+        repository,
+        run.id,
+        &format!("Superseded by round {}", by.round),
+        &format!(
+            "Round {} was replaced by round {} (review {}, at {}) before it finished; its report was not published.",
+            superseded.round,
+            by.round,
+            by.id,
+            new_head.get(..7).unwrap_or(new_head)
+        ),
+    )
+    .await
+}
+
+/// Completes check run `run_id`, which a sweep found started long ago and never
+/// finished, as neutral, pointing at the review scheduled in its place.
+pub(crate) async fn close_abandoned_check_run(
+    client: &Octocrab,
+    repository: &RepositoryName,
+    run_id: u64,
+    replacement: &ReviewJob,
+) -> Result<(), GitHubError> {
+    complete_as_neutral(
+        client,
+        repository,
+        run_id,
+        "No result: this review never finished",
+        &format!(
+            "The review never published a report. A sweep scheduled round {} (review {}) in its place.",
+            replacement.round, replacement.id
+        ),
+    )
+    .await
+}
+
+/// Completes check run `run_id` as neutral with `title` and `summary`.
+async fn complete_as_neutral(
+    client: &Octocrab,
+    repository: &RepositoryName,
+    run_id: u64,
+    title: &str,
+    summary: &str,
+) -> Result<(), GitHubError> {
     let payload = json!({
         "status": "completed",
         "conclusion": "neutral",
         "completed_at": Utc::now().to_rfc3339(),
-        "output": {
-            "title": format!("Superseded by round {}", by.round),
-            "summary": format!(
-                "Round {} was replaced by round {} (review {}, at {}) before it finished; its report was not published.",
-                superseded.round,
-                by.round,
-                by.id,
-                new_head.get(..7).unwrap_or(new_head)
-            ),
-        },
+        "output": { "title": title, "summary": summary },
     });
     let _updated: serde_json::Value = client
         .patch(
-            format!("{}/check-runs/{}", repository.route(), run.id),
+            format!("{}/check-runs/{run_id}", repository.route()),
             Some(&payload),
         )
         .await
         .map_err(|error| {
             GitHubError::api(
-                format!("closing the superseded check run of {repository} at {head_sha}"),
+                format!("completing check run {run_id} of {repository}"),
                 error,
             )
         })?;

@@ -15,7 +15,7 @@ use deep_review_transport::ResultStore;
 use serde_json::json;
 use tokio_util::task::TaskTracker;
 
-use crate::sweep::{self, SweepOptions, SweepSummary};
+use crate::sweep::{self, Candidate, SweepOptions, SweepSummary};
 use crate::webhook::{self, ReviewTrigger, WebhookDecision};
 use crate::{ingest, publish, GitHub, GitHubError, GitHubSettings};
 
@@ -232,7 +232,8 @@ impl GitHubService {
             ..SweepSummary::default()
         };
         let mut in_flight: Vec<String> = Vec::new();
-        for trigger in candidates.to_review {
+        for candidate in candidates.to_review {
+            let trigger = &candidate.trigger;
             loop {
                 in_flight = self.unfinished(in_flight).await?;
                 if in_flight.len() < options.max_in_flight.max(1) {
@@ -240,11 +241,12 @@ impl GitHubService {
                 }
                 tokio::time::sleep(options.poll_interval).await;
             }
-            match self.schedule(&trigger).await {
+            match self.schedule(trigger).await {
                 Ok(Some(job)) => {
                     summary
                         .scheduled
                         .push(format!("{}#{}", trigger.repository, trigger.number));
+                    self.close_abandoned(&candidate, &job).await;
                     in_flight.push(job.id);
                 }
                 Ok(None) => {}
@@ -259,6 +261,30 @@ impl GitHubService {
             }
         }
         Ok(summary)
+    }
+
+    /// Closes the check runs of the lost reviews `candidate`'s new review replaces. Best
+    /// effort: the new review goes on whatever GitHub answers.
+    async fn close_abandoned(&self, candidate: &Candidate, replacement: &ReviewJob) {
+        if candidate.abandoned_check_runs.is_empty() {
+            return;
+        }
+        let repository = &candidate.trigger.repository;
+        let client = match self.github.for_repository(repository, None).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%repository, %error, "sweep: could not close abandoned check runs");
+                return;
+            }
+        };
+        for run_id in &candidate.abandoned_check_runs {
+            if let Err(error) =
+                crate::publish::close_abandoned_check_run(&client, repository, *run_id, replacement)
+                    .await
+            {
+                tracing::warn!(%repository, run_id, %error, "sweep: could not close an abandoned check run");
+            }
+        }
     }
 
     /// The reviews of `review_ids` that are neither published nor superseded.

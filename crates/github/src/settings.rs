@@ -47,6 +47,11 @@ pub struct GitHubSettings {
     pub repository_config: RepositoryConfigLimits,
     /// Reviews a sweep keeps running at once.
     pub sweep_max_in_flight: usize,
+    /// A check run still in progress this long after it started belongs to a review that
+    /// was lost: a sweep reviews its head again and closes it. Longer than any review's
+    /// deadline.
+    #[serde(with = "humantime_serde")]
+    pub sweep_abandoned_after: std::time::Duration,
 }
 
 impl Default for GitHubSettings {
@@ -73,6 +78,7 @@ impl Default for GitHubSettings {
             report_url_base: None,
             repository_config: RepositoryConfigLimits::default(),
             sweep_max_in_flight: 4,
+            sweep_abandoned_after: std::time::Duration::from_secs(6 * 60 * 60),
         }
     }
 }

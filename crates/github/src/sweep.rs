@@ -46,7 +46,17 @@ pub struct Candidates {
     /// Those already reviewed at their head.
     pub already_reviewed: usize,
     /// Those to review.
-    pub to_review: Vec<ReviewTrigger>,
+    pub to_review: Vec<Candidate>,
+}
+
+/// An open pull request a sweep reviews.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// What to schedule.
+    pub trigger: ReviewTrigger,
+    /// deep-review check runs on its head that started long ago and never finished; they
+    /// are closed once the new review is scheduled, so none stays "in progress" for ever.
+    pub abandoned_check_runs: Vec<u64>,
 }
 
 #[derive(Deserialize)]
@@ -73,8 +83,9 @@ struct PullJson {
 }
 
 /// Lists the organisation's repositories and their open pull requests, and keeps those
-/// whose head commit has no deep-review check run: GitHub itself records what was
-/// reviewed, so a sweep needs no state of its own and never repeats a finished review.
+/// whose head commit has no deep-review check run, or only ones abandoned long ago: GitHub
+/// itself records what was reviewed, so a sweep needs no state of its own and never
+/// repeats a finished review.
 pub async fn candidates(
     github: &GitHub,
     settings: &GitHubSettings,
@@ -89,6 +100,9 @@ pub async fn candidates(
     )
     .await?;
     let mut found = Candidates::default();
+    let abandoned_before = Utc::now()
+        - chrono::Duration::from_std(settings.sweep_abandoned_after)
+            .unwrap_or(chrono::Duration::MAX);
     for repository in repositories {
         if repository.archived || repository.disabled {
             continue;
@@ -118,17 +132,23 @@ pub async fn candidates(
             found.open += 1;
             let runs =
                 crate::publish::check_runs_at(&client, &name, &pull.head.sha, settings).await?;
-            // A running check means a review is under way; a completed one means this
-            // head was reviewed.
-            if !runs.is_empty() {
+            // A completed check means this head was reviewed, and a recent running one that
+            // a review is under way. One running since long ago belongs to a lost review.
+            let (abandoned, live): (Vec<_>, Vec<_>) = runs
+                .into_iter()
+                .partition(|run| run.is_abandoned(abandoned_before));
+            if !live.is_empty() {
                 found.already_reviewed += 1;
                 continue;
             }
-            found.to_review.push(ReviewTrigger {
-                repository: name.clone(),
-                number: pull.number,
-                installation: None,
-                reason: format!("sweep of {organisation}"),
+            found.to_review.push(Candidate {
+                trigger: ReviewTrigger {
+                    repository: name.clone(),
+                    number: pull.number,
+                    installation: None,
+                    reason: format!("sweep of {organisation}"),
+                },
+                abandoned_check_runs: abandoned.iter().map(|run| run.id).collect(),
             });
         }
     }
