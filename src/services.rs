@@ -644,6 +644,9 @@ pub struct SweepArguments {
     /// List what would be reviewed and schedule nothing (needs no RabbitMQ or Redis).
     #[arg(long)]
     dry_run: bool,
+    /// Return only when every review the sweep scheduled is finished.
+    #[arg(long, conflicts_with = "dry_run")]
+    wait: bool,
 }
 
 /// Schedules a review of every open pull request of an organisation whose head has none,
@@ -668,6 +671,7 @@ pub async fn sweep(settings: &Settings, arguments: SweepArguments) -> anyhow::Re
             .max_in_flight
             .unwrap_or(github_settings.sweep_max_in_flight),
         poll_interval: Duration::from_secs(2),
+        wait_for_all: arguments.wait,
     };
     if arguments.dry_run {
         let found = deep_review_github::sweep::candidates(&github, github_settings, &options)
@@ -707,8 +711,13 @@ pub async fn sweep(settings: &Settings, arguments: SweepArguments) -> anyhow::Re
         summary = service.sweep(&options) => summary.with_context(|| format!("sweeping {}", arguments.org))?,
         () = shutdown.cancelled() => bail!("sweep interrupted; reviews already scheduled go on"),
     };
+    let outcome = if arguments.wait {
+        "finished"
+    } else {
+        "scheduled"
+    };
     println!(
-        "{}: {} open pull request(s), {} already reviewed, {} scheduled, {} failed",
+        "{}: {} open pull request(s), {} already reviewed, {} {outcome}, {} failed",
         arguments.org,
         summary.open,
         summary.already_reviewed,
@@ -716,7 +725,7 @@ pub async fn sweep(settings: &Settings, arguments: SweepArguments) -> anyhow::Re
         summary.failed.len()
     );
     for scheduled in &summary.scheduled {
-        println!("  scheduled {scheduled}");
+        println!("  {outcome} {scheduled}");
     }
     for failed in &summary.failed {
         println!("  failed {failed}");

@@ -616,6 +616,7 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
                 "7d",
                 "--max-in-flight",
                 "1",
+                "--wait",
             ],
             &environment,
             None,
@@ -636,11 +637,11 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
         cluster.logs()
     );
     assert!(
-        stdout.contains("acme: 3 open pull request(s), 1 already reviewed, 2 scheduled, 0 failed"),
+        stdout.contains("acme: 3 open pull request(s), 1 already reviewed, 2 finished, 0 failed"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("scheduled acme/api#1") && stdout.contains("scheduled acme/billing#4"),
+        stdout.contains("finished acme/api#1") && stdout.contains("finished acme/billing#4"),
         "{stdout}"
     );
     let new_run_completed = |state: &crate::github_server::StubState, head: &str| {
@@ -648,13 +649,13 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
             .iter()
             .any(|run| run["external_id"] != "lost")
     };
-    stub.wait_for(
-        "both swept reviews completed",
-        |state| new_run_completed(state, &heads[0]) && new_run_completed(state, &heads[3]),
-        || cluster.logs(),
-    )
-    .await;
     stub.with(|state| {
+        // --wait returned once both reviews were published.
+        assert!(
+            new_run_completed(state, &heads[0]) && new_run_completed(state, &heads[3]),
+            "the sweep returned before its reviews finished: {:#?}",
+            state.check_runs
+        );
         assert_eq!(
             state.most_in_progress, 1,
             "more reviews ran at once than --max-in-flight allows"

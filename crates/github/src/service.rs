@@ -223,7 +223,8 @@ impl GitHubService {
     }
 
     /// Sweeps an organisation: schedules every open PR whose head has no deep-review
-    /// check run, keeping at most `max_in_flight` of the reviews it started unfinished.
+    /// check run, keeping at most `max_in_flight` of the reviews it started unfinished,
+    /// and with `wait_for_all`, waits for the last of them.
     pub async fn sweep(&self, options: &SweepOptions) -> Result<SweepSummary, ServiceError> {
         let candidates = sweep::candidates(&self.github, &self.settings, options).await?;
         let mut summary = SweepSummary {
@@ -259,6 +260,10 @@ impl GitHubService {
                     ));
                 }
             }
+        }
+        while options.wait_for_all && !in_flight.is_empty() {
+            tokio::time::sleep(options.poll_interval).await;
+            in_flight = self.unfinished(in_flight).await?;
         }
         Ok(summary)
     }

@@ -23,6 +23,9 @@ pub struct SweepOptions {
     pub max_in_flight: usize,
     /// How often to look whether a running review finished, when at the limit.
     pub poll_interval: Duration,
+    /// Whether the sweep returns only once every review it scheduled is finished (a cron
+    /// job then knows the sweep's work is done), rather than right after scheduling.
+    pub wait_for_all: bool,
 }
 
 /// What a sweep did.
