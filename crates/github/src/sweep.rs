@@ -103,9 +103,10 @@ pub async fn candidates(
     )
     .await?;
     let mut found = Candidates::default();
-    let abandoned_before = Utc::now()
-        - chrono::Duration::from_std(settings.sweep_abandoned_after)
-            .unwrap_or(chrono::Duration::MAX);
+    // No cutoff (an age beyond the calendar) means no run counts as abandoned.
+    let abandoned_before = chrono::Duration::from_std(settings.sweep_abandoned_after)
+        .ok()
+        .and_then(|age| Utc::now().checked_sub_signed(age));
     for repository in repositories {
         if repository.archived || repository.disabled {
             continue;
@@ -139,7 +140,7 @@ pub async fn candidates(
             // a review is under way. One running since long ago belongs to a lost review.
             let (abandoned, live): (Vec<_>, Vec<_>) = runs
                 .into_iter()
-                .partition(|run| run.is_abandoned(abandoned_before));
+                .partition(|run| abandoned_before.is_some_and(|cutoff| run.is_abandoned(cutoff)));
             if !live.is_empty() {
                 found.already_reviewed += 1;
                 continue;
