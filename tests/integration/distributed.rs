@@ -347,6 +347,9 @@ async fn a_git_url_review_is_read_through_the_workers_mirror() {
     cluster.shutdown().await;
 }
 
+/// What the worker and consolidator log with the address of their telemetry endpoints.
+const TELEMETRY_LISTENING: &str = "serving /metrics, /healthz and /readyz";
+
 async fn scrape(port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -374,28 +377,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_and_health_move_as_reviews_run() {
     let mut cluster = Cluster::new("", "");
-    let (worker_port, consolidator_port) = (crate::util::free_port(), crate::util::free_port());
-    let config = cluster.config.clone();
     cluster.start("scheduler");
-    let worker_address = format!("127.0.0.1:{worker_port}");
-    let worker = cluster.start_with(
-        "worker",
-        &config,
-        &[(
-            "DEEP_REVIEW_DISTRIBUTED__WORKER_TELEMETRY_LISTEN",
-            worker_address.as_str(),
-        )],
-    );
-    let consolidator_address = format!("127.0.0.1:{consolidator_port}");
-    cluster.start_with(
-        "consolidator",
-        &config,
-        &[(
-            "DEEP_REVIEW_DISTRIBUTED__CONSOLIDATOR_TELEMETRY_LISTEN",
-            consolidator_address.as_str(),
-        )],
-    );
+    let worker = cluster.start("worker");
+    let consolidator = cluster.start("consolidator");
     cluster.wait_ready().await;
+    let worker_port = cluster.logged_port(worker, TELEMETRY_LISTENING).await;
+    let consolidator_port = cluster.logged_port(consolidator, TELEMETRY_LISTENING).await;
     for port in [worker_port, consolidator_port, cluster.port] {
         let mut status = 0;
         for _ in 0..100 {
@@ -510,20 +497,11 @@ async fn metrics_and_health_move_as_reviews_run() {
 async fn a_draining_worker_is_not_ready_and_finishes_its_task() {
     let markers = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
-    let config = cluster.config.clone();
-    let port = crate::util::free_port();
-    let address = format!("127.0.0.1:{port}");
     cluster.start("scheduler");
-    let worker = cluster.start_with(
-        "worker",
-        &config,
-        &[(
-            "DEEP_REVIEW_DISTRIBUTED__WORKER_TELEMETRY_LISTEN",
-            address.as_str(),
-        )],
-    );
+    let worker = cluster.start("worker");
     cluster.start("consolidator");
     cluster.wait_ready().await;
+    let port = cluster.logged_port(worker, TELEMETRY_LISTENING).await;
     let (repository, base) = repository_with_known_problems();
     let review_id = accepted_id(&expect_success_output(cluster.submit(&[
         "--repo",

@@ -247,10 +247,6 @@ impl Cluster {
         Services::ensure();
         let directory = tempfile::tempdir().expect("temporary directory");
         let prefix = unique_prefix("cluster");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
         let config = directory.path().join("deep-review.toml");
         // Tests share this machine's filesystem, unless one says otherwise.
         let sharing = if extra_distributed.contains("shared_filesystem") {
@@ -266,7 +262,7 @@ impl Cluster {
             format!("{sharing}runners = [\"builtin\", \"command\"]\n")
         };
         let text = format!(
-            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:{port}\"\nscheduler_url = \"http://127.0.0.1:{port}\"\nreports_directory = \"{}\"\nworker_telemetry_listen = \"127.0.0.1:0\"\nconsolidator_telemetry_listen = \"127.0.0.1:0\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
+            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:0\"\nscheduler_url = \"http://127.0.0.1:0\"\nreports_directory = \"{}\"\nworker_telemetry_listen = \"127.0.0.1:0\"\nconsolidator_telemetry_listen = \"127.0.0.1:0\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
             directory.path().join("reports").display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -274,7 +270,7 @@ impl Cluster {
             directory,
             config,
             prefix,
-            port,
+            port: 0,
             children: Vec::new(),
             cleaned: false,
         }
@@ -351,8 +347,51 @@ impl Cluster {
         child.wait().expect("wait")
     }
 
-    /// Waits until the scheduler answers.
-    pub async fn wait_ready(&self) {
+    /// The port service `index` logged in its line containing `message` (its listening
+    /// address). Services bind port 0 and say which port they got: a port picked free
+    /// beforehand could be taken by another test's server before the service binds it.
+    pub async fn logged_port(&self, index: usize, message: &str) -> u16 {
+        let (role, _) = &self.children[index];
+        let path = self.directory.path().join(format!("{role}-{index}.log"));
+        for _ in 0..200 {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let port = log
+                .lines()
+                .filter(|line| line.contains(message))
+                .find_map(|line| {
+                    let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+                    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().ok()
+                });
+            if let Some(port) = port {
+                return port;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{role} #{index} never logged `{message}`:\n{}", self.logs());
+    }
+
+    /// Waits until the scheduler last started answers, and points `port` and the
+    /// configuration's `scheduler_url` (what `submit` uses) at it.
+    pub async fn wait_ready(&mut self) {
+        let scheduler = self
+            .children
+            .iter()
+            .rposition(|(role, _)| role == "scheduler")
+            .expect("a scheduler was started");
+        self.port = self.logged_port(scheduler, "scheduler listening").await;
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        let config: Vec<String> = config
+            .lines()
+            .map(|line| {
+                if line.starts_with("scheduler_url = ") {
+                    format!("scheduler_url = \"http://127.0.0.1:{}\"", self.port)
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, config.join("\n") + "\n").expect("config");
         let client = reqwest::Client::new();
         for _ in 0..100 {
             if let Ok(response) = client
@@ -505,14 +544,6 @@ impl Drop for Cluster {
             .join();
         }
     }
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// The id in `submit`'s "Review <id> accepted" line.

@@ -27,6 +27,15 @@ pub enum GitError {
         /// What git said.
         stderr: String,
     },
+    /// The lock that serialises changes to the repository's worktree list could not be
+    /// taken.
+    #[error("could not lock the worktree list with {path}: {source}")]
+    WorktreeLock {
+        /// The lock file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Any other git command failed.
     #[error("`git {arguments}` failed in {repository}: {stderr}")]
     CommandFailed {
@@ -225,6 +234,12 @@ impl Repository {
         directory: &Path,
     ) -> Result<Worktree, GitError> {
         let directory_text = directory.display().to_string();
+        let lock_path = self
+            .common_git_directory()
+            .await?
+            .join("deep-review")
+            .join("worktrees.lock");
+        let _lock = lock_worktree_list_async(&lock_path).await?;
         self.run(&[
             "worktree",
             "add",
@@ -237,6 +252,7 @@ impl Repository {
         Ok(Worktree {
             repository: self.clone(),
             path: Some(directory.to_path_buf()),
+            lock_path,
         })
     }
 
@@ -261,6 +277,8 @@ impl Repository {
 pub struct Worktree {
     repository: Repository,
     path: Option<PathBuf>,
+    /// The repository's worktree-list lock (see [`lock_worktree_list`]).
+    lock_path: PathBuf,
 }
 
 impl Worktree {
@@ -269,13 +287,25 @@ impl Worktree {
         self.path.as_deref().unwrap_or_else(|| Path::new(""))
     }
 
-    /// Removes the worktree and its administrative files.
+    /// Removes the worktree and its administrative files. When git cannot (something
+    /// changed the checkout while it was being removed), the directory is deleted and the
+    /// repository's worktree list pruned, so no stale entry is left behind; the error is
+    /// returned only when that fails too.
     pub async fn remove(mut self) -> Result<(), GitError> {
         if let Some(path) = self.path.take() {
             let path_text = path.display().to_string();
-            self.repository
+            let _lock = lock_worktree_list_async(&self.lock_path).await?;
+            let removed = self
+                .repository
                 .run(&["worktree", "remove", "--force", &path_text])
-                .await?;
+                .await;
+            if let Err(error) = removed {
+                let deleted = tokio::fs::remove_dir_all(&path).await;
+                if deleted.is_err() && tokio::fs::try_exists(&path).await.unwrap_or(true) {
+                    return Err(error);
+                }
+                self.repository.run(&["worktree", "prune"]).await?;
+            }
         }
         Ok(())
     }
@@ -286,6 +316,8 @@ impl Drop for Worktree {
         // Fallback for an early return or a cancelled task: remove synchronously so the
         // user's repository is not left with stray worktrees.
         if let Some(path) = self.path.take() {
+            // Without the lock, still remove: a stray checkout is worse than a rare race.
+            let _lock = lock_worktree_list(&self.lock_path).ok();
             let result = std::process::Command::new("git")
                 .arg("-C")
                 .arg(self.repository.root())
@@ -296,6 +328,13 @@ impl Drop for Worktree {
                 .status();
             if !matches!(result, Ok(status) if status.success()) {
                 let _removed = std::fs::remove_dir_all(&path);
+                let _pruned = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(self.repository.root())
+                    .args(["worktree", "prune"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -306,6 +345,40 @@ impl Drop for Worktree {
 const ALLOWED_PROTOCOLS: &str = "https:http:ssh:git:file";
 
 /// git, in `directory`, never prompting, in a stable locale, restricted to safe transports.
+/// Takes the lock that serialises `git worktree add`, `remove` and `prune` on one
+/// repository, across threads and processes, until the returned file is dropped. Git does
+/// not lock its worktree list: concurrent changes fail now and then ("failed to read
+/// .git/worktrees/…/commondir") or leave a stale entry behind, and the agents of one review
+/// check out the same repository at the same moment.
+fn lock_worktree_list(path: &Path) -> Result<std::fs::File, GitError> {
+    let failed = |source| GitError::WorktreeLock {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(failed)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(failed)?;
+    file.lock().map_err(failed)?;
+    Ok(file)
+}
+
+/// [`lock_worktree_list`], waiting on a blocking thread.
+async fn lock_worktree_list_async(path: &Path) -> Result<std::fs::File, GitError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || lock_worktree_list(&owned))
+        .await
+        .map_err(|error| GitError::WorktreeLock {
+            path: path.display().to_string(),
+            source: std::io::Error::other(error),
+        })?
+}
+
 fn git_command(directory: &Path) -> Command {
     let mut command = Command::new("git");
     command.arg("-C").arg(directory);
@@ -469,5 +542,55 @@ mod tests {
             Repository::open(not_a_repository.path()).await,
             Err(GitError::NotARepository { .. })
         ));
+    }
+
+    /// The agents of one review check out one repository at the same moment; git does not
+    /// lock its worktree list, so without our lock some of these fail ("failed to read
+    /// .git/worktrees/…/commondir") or leave stale entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_checkouts_of_one_repository_all_succeed_and_leave_nothing() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path().join("repository");
+        std::fs::create_dir(&root).unwrap();
+        for arguments in [
+            &["init", "-q", "-b", "main"][..],
+            &["config", "user.name", "Tess"],
+            &["config", "user.email", "tess@example.com"],
+        ] {
+            git_command(&root).args(arguments).output().await.unwrap();
+        }
+        for index in 0..20 {
+            std::fs::write(root.join(format!("file-{index}.txt")), "text\n").unwrap();
+        }
+        git_command(&root)
+            .args(["add", "."])
+            .output()
+            .await
+            .unwrap();
+        git_command(&root)
+            .args(["commit", "-q", "-m", "files"])
+            .output()
+            .await
+            .unwrap();
+        let repository = Repository::open(&root).await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..8 {
+            let repository = repository.clone();
+            let scratch = scratch.path().to_path_buf();
+            tasks.spawn(async move {
+                for round in 0..16 {
+                    let path = scratch.join(format!("checkout-{task}-{round}"));
+                    let worktree = repository.add_worktree("HEAD", &path).await?;
+                    worktree.remove().await?;
+                }
+                Ok::<(), GitError>(())
+            });
+        }
+        while let Some(outcome) = tasks.join_next().await {
+            outcome.unwrap().unwrap();
+        }
+        let listed = repository.output(&["worktree", "list"]).await.unwrap();
+        assert_eq!(listed.lines().count(), 1, "{listed}");
     }
 }

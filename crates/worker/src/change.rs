@@ -30,8 +30,9 @@ impl ChangeError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ChangeError::Git(GitError::CommandFailed { .. } | GitError::Spawn(_))
-                | ChangeError::Scratch { .. }
+            ChangeError::Git(
+                GitError::CommandFailed { .. } | GitError::Spawn(_) | GitError::WorktreeLock { .. }
+            ) | ChangeError::Scratch { .. }
         )
     }
 }

@@ -341,47 +341,52 @@ impl Worker {
             Some(runner) => {
                 let runner = Arc::clone(runner);
                 let scratch = &self.settings.scratch_directory;
-                let attempt = async {
-                    let change =
-                        prepare_with_retries(task, scratch, runner.needs_worktree(), &self.mirrors)
-                            .await
-                            .map_err(|error| {
-                                RunnerError::failed(format!(
-                                    "could not prepare the change: {error}"
-                                ))
-                            })?;
-                    let outcome = runner
-                        .run(task, &change)
-                        .await
-                        .map(|mut result: AgentResult| {
-                            let mut omitted = change.excluded.clone();
-                            omitted.append(&mut result.omitted_files);
-                            result.omitted_files = omitted;
-                            result
-                        });
-                    change.cleanup().await;
-                    outcome
-                };
-                match tokio::time::timeout(agent.timeout, attempt).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(error)) => {
-                        let mut result = AgentResult::unsuccessful(
-                            &agent.name,
-                            AgentStatus::Failed,
-                            error.message,
-                        );
-                        result.raw_output = error.raw_output;
-                        result.usage = error.usage.unwrap_or_default();
-                        result
-                    }
-                    Err(_) => AgentResult::unsuccessful(
+                let deadline = tokio::time::Instant::now() + agent.timeout;
+                let timed_out = || {
+                    AgentResult::unsuccessful(
                         &agent.name,
                         AgentStatus::TimedOut,
                         format!(
                             "no result within the {} timeout; the agent was stopped",
                             humanize(agent.timeout)
                         ),
-                    ),
+                    )
+                };
+                let failed = |error: RunnerError| {
+                    let mut result =
+                        AgentResult::unsuccessful(&agent.name, AgentStatus::Failed, error.message);
+                    result.raw_output = error.raw_output;
+                    result.usage = error.usage.unwrap_or_default();
+                    result
+                };
+                let prepared = tokio::time::timeout_at(
+                    deadline,
+                    prepare_with_retries(task, scratch, runner.needs_worktree(), &self.mirrors),
+                )
+                .await;
+                match prepared {
+                    Err(_) => timed_out(),
+                    Ok(Err(error)) => failed(RunnerError::failed(format!(
+                        "could not prepare the change: {error}"
+                    ))),
+                    Ok(Ok(change)) => {
+                        // At the deadline the run is dropped first, which kills the agent's
+                        // process group, and only then is the worktree removed: an agent
+                        // still writing into it would make the removal fail half-way.
+                        let outcome =
+                            tokio::time::timeout_at(deadline, runner.run(task, &change)).await;
+                        let mut omitted = change.excluded.clone();
+                        change.cleanup().await;
+                        match outcome {
+                            Err(_) => timed_out(),
+                            Ok(Err(error)) => failed(error),
+                            Ok(Ok(mut result)) => {
+                                omitted.append(&mut result.omitted_files);
+                                result.omitted_files = omitted;
+                                result
+                            }
+                        }
+                    }
                 }
             }
         };
