@@ -14,4 +14,4 @@ pub use diff::{
 };
 pub use mirror::MirrorCache;
 pub use paths::{is_test_path, PathFilter, PatternError};
-pub use repository::{GitError, Repository, Worktree, EMPTY_TREE};
+pub use repository::{remove_orphaned_worktree, GitError, Repository, Worktree, EMPTY_TREE};

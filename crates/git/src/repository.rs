@@ -36,6 +36,14 @@ pub enum GitError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A worktree directory could not be deleted.
+    #[error("could not delete the worktree {path}: {source}")]
+    DeleteWorktree {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Any other git command failed.
     #[error("`git {arguments}` failed in {repository}: {stderr}")]
     CommandFailed {
@@ -345,6 +353,41 @@ impl Drop for Worktree {
 const ALLOWED_PROTOCOLS: &str = "https:http:ssh:git:file";
 
 /// git, in `directory`, never prompting, in a stable locale, restricted to safe transports.
+/// Deletes a linked worktree whose worker is gone, and its entry in its repository's
+/// worktree list (`git worktree prune`, under the worktree-list lock). The repository may
+/// be gone too; then only the directory is deleted.
+pub async fn remove_orphaned_worktree(directory: &Path) -> Result<(), GitError> {
+    let link = tokio::fs::read_to_string(directory.join(".git"))
+        .await
+        .unwrap_or_default();
+    // `gitdir: <common git directory>/worktrees/<name>`
+    let common = link
+        .strip_prefix("gitdir: ")
+        .map(|gitdir| PathBuf::from(gitdir.trim()))
+        .and_then(|gitdir| Some(gitdir.parent()?.parent()?.to_path_buf()));
+    match tokio::fs::remove_dir_all(directory).await {
+        // Another worker sharing the directory got there first.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        outcome => outcome.map_err(|source| GitError::DeleteWorktree {
+            path: directory.display().to_string(),
+            source,
+        })?,
+    }
+    let Some(common) = common.filter(|common| common.is_dir()) else {
+        return Ok(());
+    };
+    let _lock =
+        lock_worktree_list_async(&common.join("deep-review").join("worktrees.lock")).await?;
+    let git_directory = format!("--git-dir={}", common.display());
+    run_git(
+        None,
+        &[&git_directory, "worktree", "prune"],
+        &common.display().to_string(),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Takes the lock that serialises `git worktree add`, `remove` and `prune` on one
 /// repository, across threads and processes, until the returned file is dropped. Git does
 /// not lock its worktree list: concurrent changes fail now and then ("failed to read

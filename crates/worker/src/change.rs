@@ -23,6 +23,48 @@ pub enum ChangeError {
     },
 }
 
+/// How long a checkout left in the scratch directory must have been untouched before a
+/// starting worker deletes it: far beyond any agent's timeout, so a checkout another
+/// process sharing the directory still uses is never touched.
+pub const ORPHANED_CHECKOUT_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Deletes the checkouts a killed worker left in `scratch_directory` (linked worktrees
+/// untouched for `age`), with their entries in their repositories' worktree lists. A worker
+/// killed mid-task (out of memory, SIGKILL) cannot clean up, and a restarted container keeps
+/// its scratch volume. Returns how many it deleted; failures are logged and skipped.
+pub async fn remove_orphaned_checkouts(
+    scratch_directory: &Path,
+    age: std::time::Duration,
+) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(scratch_directory).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let directory = entry.path();
+        // Only linked worktrees: their `.git` is a file pointing at the repository.
+        let is_checkout = tokio::fs::read_to_string(directory.join(".git"))
+            .await
+            .is_ok_and(|link| link.starts_with("gitdir: "));
+        let untouched_for = entry
+            .metadata()
+            .await
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok());
+        if !is_checkout || untouched_for.is_none_or(|untouched| untouched < age) {
+            continue;
+        }
+        match deep_review_git::remove_orphaned_worktree(&directory).await {
+            Ok(()) => removed += 1,
+            Err(error) => {
+                tracing::warn!(%error, directory = %directory.display(), "could not delete an orphaned checkout")
+            }
+        }
+    }
+    removed
+}
+
 impl ChangeError {
     /// Whether preparing again may succeed: a git command or the scratch directory failed
     /// (a lock another process holds, a fetch cut short, a disk being cleaned up), as
@@ -175,6 +217,68 @@ fn excluded_files(paths: Vec<String>) -> Vec<OmittedFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(directory: &Path, arguments: &[&str]) {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(directory)
+            .args(arguments)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {arguments:?}");
+    }
+
+    /// Sets a directory's modification time `age` in the past.
+    fn age_directory(directory: &Path, age: std::time::Duration) {
+        let handle = std::fs::File::open(directory).unwrap();
+        handle
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn checkouts_left_by_a_killed_worker_are_deleted_once_old_enough() {
+        let repository_directory = tempfile::tempdir().unwrap();
+        let root = repository_directory.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        std::fs::write(root.join("a.txt"), "a\n").unwrap();
+        git(root, &["add", "."]);
+        git(
+            root,
+            &[
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-q",
+                "-m",
+                "a",
+            ],
+        );
+        let repository = Repository::open(root).await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let day = std::time::Duration::from_secs(24 * 60 * 60);
+        // Two checkouts whose worker was killed (nothing removes them), one of them old.
+        let old = scratch.path().join("review-1-old");
+        let recent = scratch.path().join("review-2-recent");
+        for path in [&old, &recent] {
+            std::mem::forget(repository.add_worktree("HEAD", path).await.unwrap());
+        }
+        age_directory(&old, 2 * day);
+        // Neither the mirror cache nor a stray directory is a checkout, however old.
+        let mirrors = scratch.path().join("mirrors");
+        std::fs::create_dir(&mirrors).unwrap();
+        age_directory(&mirrors, 2 * day);
+
+        assert_eq!(remove_orphaned_checkouts(scratch.path(), day).await, 1);
+        assert!(!old.exists());
+        assert!(recent.join("a.txt").exists());
+        assert!(mirrors.exists());
+        let listed = repository.output(&["worktree", "list"]).await.unwrap();
+        assert_eq!(listed.lines().count(), 2, "{listed}");
+        assert!(!listed.contains("review-1-old"), "{listed}");
+    }
 
     #[test]
     fn only_passing_failures_are_tried_again() {

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use builtin::{BuiltinRunner, BuiltinSettings};
-pub use change::{ChangeError, PreparedChange};
+pub use change::{remove_orphaned_checkouts, ChangeError, PreparedChange, ORPHANED_CHECKOUT_AGE};
 pub use command::CommandRunner;
 pub use model::{ModelRunner, ModelSettings};
 pub use pricing::{ModelPrice, PriceTable};
@@ -150,6 +150,15 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> Result<(), deep_review_transport::TransportError> {
         let concurrency = self.settings.concurrency.max(1);
+        // In the background: a large scratch volume must not delay taking tasks.
+        let scratch_directory = self.settings.scratch_directory.clone();
+        tokio::spawn(async move {
+            let removed =
+                remove_orphaned_checkouts(&scratch_directory, ORPHANED_CHECKOUT_AGE).await;
+            if removed > 0 {
+                tracing::info!(removed, directory = %scratch_directory.display(), "deleted checkouts that killed workers left behind");
+            }
+        });
         let mut consumer = self.queue.consume(concurrency).await?;
         let worker = Arc::new(self);
         let mut in_flight = JoinSet::new();
