@@ -242,11 +242,7 @@ impl Repository {
         directory: &Path,
     ) -> Result<Worktree, GitError> {
         let directory_text = directory.display().to_string();
-        let lock_path = self
-            .common_git_directory()
-            .await?
-            .join("deep-review")
-            .join("worktrees.lock");
+        let lock_path = worktree_lock_path(&self.common_git_directory().await?);
         let _lock = lock_worktree_list_async(&lock_path).await?;
         self.run(&[
             "worktree",
@@ -325,7 +321,7 @@ impl Drop for Worktree {
         // user's repository is not left with stray worktrees.
         if let Some(path) = self.path.take() {
             // Without the lock, still remove: a stray checkout is worse than a rare race.
-            let _lock = lock_worktree_list(&self.lock_path).ok();
+            let _lock = try_lock_worktree_list(&self.lock_path);
             let result = std::process::Command::new("git")
                 .arg("-C")
                 .arg(self.repository.root())
@@ -352,7 +348,6 @@ impl Drop for Worktree {
 /// from requests.
 const ALLOWED_PROTOCOLS: &str = "https:http:ssh:git:file";
 
-/// git, in `directory`, never prompting, in a stable locale, restricted to safe transports.
 /// Deletes a linked worktree whose worker is gone, and its entry in its repository's
 /// worktree list (`git worktree prune`, under the worktree-list lock). The repository may
 /// be gone too; then only the directory is deleted.
@@ -376,8 +371,7 @@ pub async fn remove_orphaned_worktree(directory: &Path) -> Result<(), GitError> 
     let Some(common) = common.filter(|common| common.is_dir()) else {
         return Ok(());
     };
-    let _lock =
-        lock_worktree_list_async(&common.join("deep-review").join("worktrees.lock")).await?;
+    let _lock = lock_worktree_list_async(&worktree_lock_path(&common)).await?;
     let git_directory = format!("--git-dir={}", common.display());
     run_git(
         None,
@@ -394,6 +388,33 @@ pub async fn remove_orphaned_worktree(directory: &Path) -> Result<(), GitError> 
 /// .git/worktrees/…/commondir") or leave a stale entry behind, and the agents of one review
 /// check out the same repository at the same moment.
 fn lock_worktree_list(path: &Path) -> Result<std::fs::File, GitError> {
+    let file = open_worktree_lock(path)?;
+    file.lock().map_err(|source| GitError::WorktreeLock {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(file)
+}
+
+/// [`lock_worktree_list`] for `Drop`, which may run on an async runtime's only thread while
+/// the lock's holder waits to be polled there: it tries for a short while, then gives up.
+fn try_lock_worktree_list(path: &Path) -> Option<std::fs::File> {
+    let file = open_worktree_lock(path).ok()?;
+    for _ in 0..20 {
+        if file.try_lock().is_ok() {
+            return Some(file);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    None
+}
+
+/// The lock file of the repository whose common git directory is `common`.
+fn worktree_lock_path(common: &Path) -> PathBuf {
+    common.join("deep-review").join("worktrees.lock")
+}
+
+fn open_worktree_lock(path: &Path) -> Result<std::fs::File, GitError> {
     let failed = |source| GitError::WorktreeLock {
         path: path.display().to_string(),
         source,
@@ -401,14 +422,12 @@ fn lock_worktree_list(path: &Path) -> Result<std::fs::File, GitError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(failed)?;
     }
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(failed)?;
-    file.lock().map_err(failed)?;
-    Ok(file)
+        .map_err(failed)
 }
 
 /// [`lock_worktree_list`], waiting on a blocking thread.
@@ -422,6 +441,7 @@ async fn lock_worktree_list_async(path: &Path) -> Result<std::fs::File, GitError
         })?
 }
 
+/// git, in `directory`, never prompting, in a stable locale, restricted to safe transports.
 fn git_command(directory: &Path) -> Command {
     let mut command = Command::new("git");
     command.arg("-C").arg(directory);
@@ -593,29 +613,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_checkouts_of_one_repository_all_succeed_and_leave_nothing() {
         let directory = tempfile::tempdir().unwrap();
-        let root = directory.path().join("repository");
-        std::fs::create_dir(&root).unwrap();
-        for arguments in [
-            &["init", "-q", "-b", "main"][..],
-            &["config", "user.name", "Tess"],
-            &["config", "user.email", "tess@example.com"],
-        ] {
-            git_command(&root).args(arguments).output().await.unwrap();
-        }
-        for index in 0..20 {
-            std::fs::write(root.join(format!("file-{index}.txt")), "text\n").unwrap();
-        }
-        git_command(&root)
-            .args(["add", "."])
-            .output()
-            .await
-            .unwrap();
-        git_command(&root)
-            .args(["commit", "-q", "-m", "files"])
-            .output()
-            .await
-            .unwrap();
-        let repository = Repository::open(&root).await.unwrap();
+        let repository = repository_of_twenty_files(directory.path()).await;
         let scratch = tempfile::tempdir().unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for task in 0..8 {
@@ -635,5 +633,49 @@ mod tests {
         }
         let listed = repository.output(&["worktree", "list"]).await.unwrap();
         assert_eq!(listed.lines().count(), 1, "{listed}");
+    }
+
+    /// A repository in `directory`/repository with one commit of 20 files.
+    async fn repository_of_twenty_files(directory: &Path) -> Repository {
+        let root = directory.join("repository");
+        std::fs::create_dir(&root).unwrap();
+        for arguments in [
+            &["init", "-q", "-b", "main"][..],
+            &["config", "user.name", "Tess"],
+            &["config", "user.email", "tess@example.com"],
+        ] {
+            git_command(&root).args(arguments).output().await.unwrap();
+        }
+        for index in 0..20 {
+            std::fs::write(root.join(format!("file-{index}.txt")), "text\n").unwrap();
+        }
+        for arguments in [&["add", "."][..], &["commit", "-q", "-m", "files"]] {
+            git_command(&root).args(arguments).output().await.unwrap();
+        }
+        Repository::open(&root).await.unwrap()
+    }
+
+    /// `Drop` may run on a runtime's only thread while the lock's holder waits to be polled
+    /// there; waiting for the lock for ever would hang it, so it gives up and removes.
+    #[tokio::test]
+    async fn dropping_a_worktree_while_its_lock_is_held_still_removes_it() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository = repository_of_twenty_files(directory.path()).await;
+        let path = directory.path().join("checkout");
+        let worktree = repository.add_worktree("HEAD", &path).await.unwrap();
+        let held = lock_worktree_list(&worktree.lock_path).unwrap();
+        let (dropped, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(worktree);
+            let _sent = dropped.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_ok(),
+            "dropping the worktree waited for the lock for ever"
+        );
+        assert!(!path.exists());
+        drop(held);
     }
 }
