@@ -477,6 +477,22 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
     cluster.shutdown().await;
 }
 
+/// Runs `deep-review --config CONFIG ARGUMENTS…` on a blocking thread, so the stub, which
+/// answers on this test's runtime, keeps serving it.
+fn deep_review_off_runtime(
+    config: &Path,
+    arguments: &[&str],
+    environment: &[(&'static str, &'static str)],
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let mut all = vec!["--config".to_string(), config.display().to_string()];
+    all.extend(arguments.iter().map(|argument| argument.to_string()));
+    let environment = environment.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let arguments: Vec<&str> = all.iter().map(String::as_str).collect();
+        crate::util::deep_review_with(&arguments, &environment, None)
+    })
+}
+
 /// Commits what `repository` holds as a push to pull request 7 of the stub, and returns
 /// the new head.
 fn push(stub: &GitHubStub, repository: &GitRepo, base: &str, message: &str) -> String {
@@ -561,21 +577,11 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
     let environment = [("GITHUB_TOKEN", PLAIN_TOKEN)];
     cluster.start_with("worker", &config, &environment);
     cluster.start_with("consolidator", &config, &environment);
-    let dry_config = config.display().to_string();
-    let dry_run = tokio::task::spawn_blocking(move || {
-        crate::util::deep_review_with(
-            &[
-                "--config",
-                &dry_config,
-                "sweep",
-                "--org",
-                "acme",
-                "--dry-run",
-            ],
-            &environment,
-            None,
-        )
-    })
+    let dry_run = deep_review_off_runtime(
+        &config,
+        &["sweep", "--org", "acme", "--dry-run"],
+        &environment,
+    )
     .await
     .expect("dry run");
     let stdout = String::from_utf8_lossy(&dry_run.stdout);
@@ -601,27 +607,22 @@ async fn a_sweep_schedules_unreviewed_open_pull_requests_across_pages_within_the
             "a dry run changed a check run"
         );
     });
-    let sweep_config = config.display().to_string();
-    let sweep = tokio::task::spawn_blocking(move || {
-        crate::util::deep_review_with(
-            &[
-                "--config",
-                &sweep_config,
-                "sweep",
-                "--org",
-                "acme",
-                "--repo-filter",
-                "^(api|billing|legacy)$",
-                "--since",
-                "7d",
-                "--max-in-flight",
-                "1",
-                "--wait",
-            ],
-            &environment,
-            None,
-        )
-    });
+    let sweep = deep_review_off_runtime(
+        &config,
+        &[
+            "sweep",
+            "--org",
+            "acme",
+            "--repo-filter",
+            "^(api|billing|legacy)$",
+            "--since",
+            "7d",
+            "--max-in-flight",
+            "1",
+            "--wait",
+        ],
+        &environment,
+    );
     let Ok(output) = tokio::time::timeout(std::time::Duration::from_secs(120), sweep).await else {
         panic!(
             "the sweep did not finish within 2 minutes:\n{}",
@@ -871,24 +872,19 @@ async fn an_embedded_review_of_a_pull_request_posts_the_next_round() {
     let config = directory.path().join("deep-review.toml");
     std::fs::write(&config, format!("[github]\napi_url = \"{}\"\n", stub.url)).expect("config");
     let out = directory.path().join("report");
-    let (config_text, out_text) = (config.display().to_string(), out.display().to_string());
-    let output = tokio::task::spawn_blocking(move || {
-        crate::util::deep_review_with(
-            &[
-                "--config",
-                &config_text,
-                "review",
-                "--github",
-                "https://github.com/acme/widgets/pull/7",
-                "--publish",
-                "--quiet",
-                "--out",
-                &out_text,
-            ],
-            &[("GITHUB_TOKEN", PLAIN_TOKEN)],
-            None,
-        )
-    })
+    let output = deep_review_off_runtime(
+        &config,
+        &[
+            "review",
+            "--github",
+            "https://github.com/acme/widgets/pull/7",
+            "--publish",
+            "--quiet",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        &[("GITHUB_TOKEN", PLAIN_TOKEN)],
+    )
     .await
     .expect("review");
     assert!(

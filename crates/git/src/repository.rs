@@ -639,19 +639,14 @@ mod tests {
     async fn repository_of_twenty_files(directory: &Path) -> Repository {
         let root = directory.join("repository");
         std::fs::create_dir(&root).unwrap();
-        for arguments in [
-            &["init", "-q", "-b", "main"][..],
-            &["config", "user.name", "Tess"],
-            &["config", "user.email", "tess@example.com"],
-        ] {
-            git_command(&root).args(arguments).output().await.unwrap();
-        }
+        git(&root, &["init", "-q", "-b", "main"]).await;
+        git(&root, &["config", "user.email", "t@example.com"]).await;
+        git(&root, &["config", "user.name", "Tess"]).await;
         for index in 0..20 {
             std::fs::write(root.join(format!("file-{index}.txt")), "text\n").unwrap();
         }
-        for arguments in [&["add", "."][..], &["commit", "-q", "-m", "files"]] {
-            git_command(&root).args(arguments).output().await.unwrap();
-        }
+        git(&root, &["add", "."]).await;
+        git(&root, &["commit", "-q", "-m", "files"]).await;
         Repository::open(&root).await.unwrap()
     }
 

@@ -42,17 +42,20 @@ pub async fn remove_orphaned_checkouts(
     let mut removed = 0;
     while let Ok(Some(entry)) = entries.next_entry().await {
         let directory = entry.path();
-        // Only linked worktrees: their `.git` is a file pointing at the repository.
-        let is_checkout = tokio::fs::read_to_string(directory.join(".git"))
-            .await
-            .is_ok_and(|link| link.starts_with("gitdir: "));
         let untouched_for = entry
             .metadata()
             .await
             .and_then(|metadata| metadata.modified())
             .ok()
             .and_then(|modified| modified.elapsed().ok());
-        if !is_checkout || untouched_for.is_none_or(|untouched| untouched < age) {
+        if untouched_for.is_none_or(|untouched| untouched < age) {
+            continue;
+        }
+        // Only linked worktrees: their `.git` is a file pointing at the repository.
+        let is_checkout = tokio::fs::read_to_string(directory.join(".git"))
+            .await
+            .is_ok_and(|link| link.starts_with("gitdir: "));
+        if !is_checkout {
             continue;
         }
         match deep_review_git::remove_orphaned_worktree(&directory).await {
@@ -217,16 +220,7 @@ fn excluded_files(paths: Vec<String>) -> Vec<OmittedFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn git(directory: &Path, arguments: &[&str]) {
-        let status = std::process::Command::new("git")
-            .arg("-C")
-            .arg(directory)
-            .args(arguments)
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {arguments:?}");
-    }
+    use crate::test_support::git;
 
     /// Sets a directory's modification time `age` in the past.
     fn age_directory(directory: &Path, age: std::time::Duration) {
@@ -243,19 +237,7 @@ mod tests {
         git(root, &["init", "-q", "-b", "main"]);
         std::fs::write(root.join("a.txt"), "a\n").unwrap();
         git(root, &["add", "."]);
-        git(
-            root,
-            &[
-                "-c",
-                "user.name=T",
-                "-c",
-                "user.email=t@example.com",
-                "commit",
-                "-q",
-                "-m",
-                "a",
-            ],
-        );
+        git(root, &["commit", "-q", "-m", "a"]);
         let repository = Repository::open(root).await.unwrap();
         let scratch = tempfile::tempdir().unwrap();
         let day = std::time::Duration::from_secs(24 * 60 * 60);

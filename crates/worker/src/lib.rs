@@ -13,6 +13,8 @@ mod model;
 mod pricing;
 mod prompt;
 mod runner;
+#[cfg(test)]
+mod test_support;
 mod vendor_cli;
 
 use std::collections::HashMap;

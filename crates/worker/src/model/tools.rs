@@ -332,16 +332,7 @@ mod tests {
     async fn repository() -> (tempfile::TempDir, WorktreeTools) {
         let directory = tempfile::tempdir().unwrap();
         let root = directory.path();
-        let git = |arguments: &[&str]| {
-            let status = std::process::Command::new("git")
-                .arg("-C")
-                .arg(root)
-                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-                .args(arguments)
-                .output()
-                .unwrap();
-            assert!(status.status.success(), "{status:?}");
-        };
+        let git = |arguments: &[&str]| crate::test_support::git(root, arguments);
         git(&["init", "-q"]);
         std::fs::create_dir(root.join("src")).unwrap();
         let body: String = (1..=30).map(|n| format!("line {n}\n")).collect();
