@@ -467,6 +467,8 @@ impl PullRequestTarget<'_> {
                 .is_some_and(|first| first["id"] == comment_node_id)
         });
         let Some(thread) = thread else {
+            // Only the first 100 threads are read; the comment's text already says it all.
+            tracing::warn!(pull_request = %self.describe(), resolved, "the review thread of a finding's comment was not among the first 100; its state is left as it is");
             return Ok(());
         };
         if thread["isResolved"] == resolved {
