@@ -9,25 +9,30 @@ use deep_review_git::is_test_path;
 use deep_review_protocol::{
     AgentResult, AgentRetro, AgentStatus, AttributedNote, ConsolidatedFinding,
     ConsolidatedObservation, DesignObservation, DroppedFinding, FailedAgent, FileReviewStatus,
-    Finding, Location, OriginalFinding, Reconciliation, Report, ReportHeader, ReviewJob,
-    ReviewManifest, ReviewerLine, Severity, SeverityCounts, Verdict, VerdictDecision,
+    Finding, GroupingEvidence, Location, OriginalFinding, Reconciliation, Report, ReportHeader,
+    ReviewJob, ReviewManifest, ReviewerLine, Severity, SeverityCounts, Verdict, VerdictDecision,
     VerificationOutcome, SCHEMA_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::similarity::{jaccard, jaccard_ids, overlap, overlap_ids, tokens, Interner};
+use crate::grouping::{self, Item, ItemBuilder};
+use crate::similarity::{jaccard, overlap, tokens};
 use crate::summary;
 
 /// Thresholds and rules of consolidation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsolidationSettings {
-    /// Line ranges in the same file this close (or overlapping) count as the same place.
+    /// Line ranges in the same file this close (or overlapping) count as nearby.
     pub line_proximity: u32,
-    /// Text similarity (0–1) needed to merge two findings at the same place.
-    pub same_place_similarity: f64,
+    /// The score (0–1) two findings need to merge: at one place, the geometric mean of how
+    /// close their locations are and how alike their content is.
+    pub merge_threshold: f64,
     /// Title similarity (0–1) that merges two findings wherever they point.
     pub text_similarity: f64,
+    /// Findings consolidated per agent; beyond this an agent's least severe findings are left
+    /// out of grouping (and named in the report), which bounds time and memory.
+    pub max_findings_per_agent: usize,
     /// Agents of one family (e.g. two Claude models) count as one opinion for consensus.
     pub families_count_as_one: bool,
     /// Findings whose every location is test or mock code drop one severity level.
@@ -40,8 +45,9 @@ impl Default for ConsolidationSettings {
     fn default() -> Self {
         ConsolidationSettings {
             line_proximity: 5,
-            same_place_similarity: 0.2,
+            merge_threshold: 0.45,
             text_similarity: 0.6,
+            max_findings_per_agent: 500,
             families_count_as_one: false,
             lower_test_code_findings: true,
             verdict: VerdictRules::default(),
@@ -94,17 +100,6 @@ impl Default for VerdictRules {
     }
 }
 
-/// One agent finding during clustering, with its tokens and paths interned.
-struct Item {
-    agent: String,
-    rank: usize,
-    finding: Finding,
-    title_tokens: Vec<u32>,
-    text_tokens: Vec<u32>,
-    /// (path id, start, end) per location; whole-file locations span everything.
-    places: Vec<(u32, u32, u32)>,
-}
-
 /// Builds the report of `manifest`'s review from `results`, as of `now`.
 pub fn consolidate(
     manifest: &ReviewManifest,
@@ -144,37 +139,37 @@ pub fn consolidate(
             .unwrap_or_else(|| agent.to_string())
     };
 
-    let mut interner = Interner::default();
-    let mut items: Vec<Item> = Vec::new();
+    let mut builder = ItemBuilder::new();
+    let mut left_out: Vec<String> = Vec::new();
     for result in &results {
-        for finding in &result.findings {
-            let places = finding
-                .locations
-                .iter()
-                .map(|location| {
-                    let (start, end) = location.span().unwrap_or((0, u32::MAX));
-                    (interner.id(&location.path), start, end)
-                })
-                .collect();
-            items.push(Item {
-                agent: result.agent.clone(),
-                rank: rank_of(&result.agent),
-                title_tokens: interner.ids(&tokens(&finding.title)),
-                text_tokens: interner.ids(&tokens(&format!("{} {}", finding.title, finding.body))),
-                places,
-                finding: finding.clone(),
-            });
+        let mut chosen: Vec<&Finding> = result.findings.iter().collect();
+        if chosen.len() > settings.max_findings_per_agent {
+            // The most severe are kept; the sort is stable, so the agent's order breaks ties.
+            chosen.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
+            chosen.truncate(settings.max_findings_per_agent);
+            left_out.push(format!(
+                "{} reported {} findings; only its {} most severe were consolidated \
+                 (`max_findings_per_agent`); the other {} are in its original output in the appendix",
+                display_of(&result.agent),
+                result.findings.len(),
+                settings.max_findings_per_agent,
+                result.findings.len() - settings.max_findings_per_agent
+            ));
+        }
+        for finding in chosen {
+            builder.push(&result.agent, rank_of(&result.agent), finding);
         }
     }
+    let (mut items, names) = builder.finish();
     items.sort_by_key(canonical_key);
-    let clusters = cluster(&items, settings);
+    let groups = grouping::group(&items, &names, settings);
 
     let mut findings = Vec::new();
     let mut dropped_findings = Vec::new();
     let mut pending_reconciliations: Vec<(usize, Reconciliation)> = Vec::new();
-    for members in clusters {
-        let members: Vec<&Item> = members.iter().map(|&index| &items[index]).collect();
-        match reconcile(&members, settings, &family_of, &display_of) {
+    for group in groups {
+        let members: Vec<&Item> = group.members.iter().map(|&index| &items[index]).collect();
+        match reconcile(&members, group.evidence, settings, &family_of, &display_of) {
             Outcome::Kept(finding, reconciliations) => {
                 let position = findings.len();
                 findings.push(*finding);
@@ -321,7 +316,10 @@ pub fn consolidate(
         reconciliations,
         dropped_findings,
         failed_agents,
-        omitted_content: omitted_content(&results, &display_of),
+        omitted_content: omitted_content(&results, &display_of)
+            .into_iter()
+            .chain(left_out)
+            .collect(),
         notices: job.notices.clone(),
         repo_context_updates: attributed(|result| &result.process_notes.repo_context_updates),
         prompt_improvements: attributed(|result| &result.process_notes.prompt_improvements),
@@ -388,87 +386,6 @@ fn canonical_key(
     )
 }
 
-/// Whether two places are in one file and overlap or lie within `proximity` lines.
-fn near(left: (u32, u32, u32), right: (u32, u32, u32), proximity: u32) -> bool {
-    let ((left_path, left_start, left_end), (right_path, right_start, right_end)) = (left, right);
-    left_path == right_path
-        && left_start <= right_end.saturating_add(proximity)
-        && right_start <= left_end.saturating_add(proximity)
-}
-
-/// Groups items that describe the same problem; no group holds two items of one agent.
-fn cluster(items: &[Item], settings: &ConsolidationSettings) -> Vec<Vec<usize>> {
-    let mut candidates: Vec<(f64, usize, usize)> = Vec::new();
-    // Findings in the same file are compared by place and text; the text-only rule
-    // (very similar titles) compares across files.
-    for left in 0..items.len() {
-        for right in left + 1..items.len() {
-            let (first, second) = (&items[left], &items[right]);
-            // Ranks are unique per agent: a cheaper test than comparing names.
-            if first.rank == second.rank {
-                continue;
-            }
-            let same_place = first.places.iter().any(|place| {
-                second
-                    .places
-                    .iter()
-                    .any(|other| near(*place, *other, settings.line_proximity))
-            });
-            let title_similarity = jaccard_ids(&first.title_tokens, &second.title_tokens)
-                .max(0.9 * overlap_ids(&first.title_tokens, &second.title_tokens));
-            let titles_match = title_similarity >= settings.text_similarity;
-            // Findings far apart with different titles never merge: skip the body text.
-            if !same_place && !titles_match {
-                continue;
-            }
-            let text_similarity = jaccard_ids(&first.text_tokens, &second.text_tokens);
-            let similarity = title_similarity.max(text_similarity);
-            let merges =
-                (same_place && similarity >= settings.same_place_similarity) || titles_match;
-            if merges {
-                let score = similarity + if same_place { 1.0 } else { 0.0 };
-                candidates.push((score, left, right));
-            }
-        }
-    }
-    candidates.sort_by(|left, right| {
-        right
-            .0
-            .total_cmp(&left.0)
-            .then(left.1.cmp(&right.1))
-            .then(left.2.cmp(&right.2))
-    });
-    let mut group_of: Vec<usize> = (0..items.len()).collect();
-    let mut groups: Vec<Vec<usize>> = (0..items.len()).map(|index| vec![index]).collect();
-    for (_, left, right) in candidates {
-        let (left_group, right_group) = (group_of[left], group_of[right]);
-        if left_group == right_group {
-            continue;
-        }
-        let shares_agent = groups[left_group].iter().any(|&member| {
-            groups[right_group]
-                .iter()
-                .any(|&other| items[member].agent == items[other].agent)
-        });
-        if shares_agent {
-            continue;
-        }
-        let moved = std::mem::take(&mut groups[right_group]);
-        for &member in &moved {
-            group_of[member] = left_group;
-        }
-        groups[left_group].extend(moved);
-    }
-    groups
-        .into_iter()
-        .filter(|group| !group.is_empty())
-        .map(|mut group| {
-            group.sort_unstable();
-            group
-        })
-        .collect()
-}
-
 enum Outcome {
     Kept(Box<ConsolidatedFinding>, Vec<Reconciliation>),
     Dropped(Vec<DroppedFinding>, Vec<Reconciliation>),
@@ -476,6 +393,7 @@ enum Outcome {
 
 fn reconcile(
     members: &[&Item],
+    grouping: Vec<GroupingEvidence>,
     settings: &ConsolidationSettings,
     family_of: &HashMap<String, String>,
     display_of: &dyn Fn(&str) -> String,
@@ -711,6 +629,7 @@ fn reconcile(
                 })
                 .collect(),
             severity_note,
+            grouping,
         }),
         reconciliations,
     )

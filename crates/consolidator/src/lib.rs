@@ -2,6 +2,7 @@
 //! HTML, JSON) and publishes it.
 
 mod engine;
+mod grouping;
 mod narrate;
 mod publish;
 pub mod render;

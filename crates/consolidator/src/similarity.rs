@@ -1,6 +1,9 @@
 //! Normalised token similarity, used to decide whether two reports describe one problem.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+use rust_stemmers::{Algorithm, Stemmer};
 
 /// Words too common in review prose to say anything about which problem is meant.
 const STOP_WORDS: [&str; 40] = [
@@ -9,19 +12,16 @@ const STOP_WORDS: [&str; 40] = [
     "if", "into", "than", "then", "so", "which", "was", "were", "has", "have", "does", "do",
 ];
 
-/// Lower-cased alphanumeric tokens of `text`, without stop words, with a plural `s` removed.
+/// The English Snowball stemmer, so that `listener`, `listening` and `listens` are one word.
+static STEMMER: LazyLock<Stemmer> = LazyLock::new(|| Stemmer::create(Algorithm::English));
+
+/// Lower-cased, stemmed alphanumeric tokens of `text`, without stop words.
 pub fn tokens(text: &str) -> BTreeSet<String> {
     text.split(|character: char| !character.is_alphanumeric() && character != '_')
         .filter(|word| word.len() > 1)
         .map(str::to_lowercase)
         .filter(|word| !STOP_WORDS.contains(&word.as_str()))
-        .map(|word| {
-            if word.len() > 3 && word.ends_with('s') && !word.ends_with("ss") {
-                word[..word.len() - 1].to_string()
-            } else {
-                word
-            }
-        })
+        .map(|word| STEMMER.stem(&word).into_owned())
         .collect()
 }
 
@@ -45,8 +45,8 @@ pub fn overlap(left: &BTreeSet<String>, right: &BTreeSet<String>) -> f64 {
     left.intersection(right).count() as f64 / smaller as f64
 }
 
-/// Maps tokens (and paths) to small integers, so the pair loop of clustering compares
-/// sorted integer slices instead of string sets.
+/// Maps tokens, identifiers and paths to small integers, so the pair loop of grouping
+/// compares sorted integer slices instead of string sets.
 #[derive(Debug, Default)]
 pub struct Interner {
     ids: std::collections::HashMap<String, u32>,
@@ -63,6 +63,14 @@ impl Interner {
         id
     }
 
+    /// The text of every id, for explaining scores.
+    pub fn names(&self) -> std::collections::HashMap<u32, String> {
+        self.ids
+            .iter()
+            .map(|(text, id)| (*id, text.clone()))
+            .collect()
+    }
+
     /// The sorted ids of `tokens`.
     pub fn ids(&mut self, tokens: &BTreeSet<String>) -> Vec<u32> {
         let mut ids: Vec<u32> = tokens.iter().map(|token| self.id(token)).collect();
@@ -71,39 +79,22 @@ impl Interner {
     }
 }
 
-/// Number of ids two sorted, duplicate-free slices share.
-fn shared(left: &[u32], right: &[u32]) -> usize {
-    let (mut left_index, mut right_index, mut count) = (0, 0, 0);
+/// The values two sorted, duplicate-free slices share, in order.
+pub fn shared<T: Ord + Copy>(left: &[T], right: &[T]) -> Vec<T> {
+    let mut common = Vec::new();
+    let (mut left_index, mut right_index) = (0, 0);
     while left_index < left.len() && right_index < right.len() {
         match left[left_index].cmp(&right[right_index]) {
             std::cmp::Ordering::Less => left_index += 1,
             std::cmp::Ordering::Greater => right_index += 1,
             std::cmp::Ordering::Equal => {
-                count += 1;
+                common.push(left[left_index]);
                 left_index += 1;
                 right_index += 1;
             }
         }
     }
-    count
-}
-
-/// [`jaccard`] over interned ids.
-pub fn jaccard_ids(left: &[u32], right: &[u32]) -> f64 {
-    if left.is_empty() && right.is_empty() {
-        return 0.0;
-    }
-    let common = shared(left, right);
-    common as f64 / (left.len() + right.len() - common) as f64
-}
-
-/// [`overlap`] over interned ids.
-pub fn overlap_ids(left: &[u32], right: &[u32]) -> f64 {
-    let smaller = left.len().min(right.len());
-    if smaller == 0 {
-        return 0.0;
-    }
-    shared(left, right) as f64 / smaller as f64
+    common
 }
 
 #[cfg(test)]
@@ -125,14 +116,14 @@ mod tests {
     }
 
     #[test]
-    fn interned_scores_equal_string_scores() {
-        let first = tokens("rancher-desktop namespace overwrites its own ownerReference");
-        let second = tokens("Self-referential ownerReference on the rancher-desktop namespace");
-        let mut interner = Interner::default();
-        let (left, right) = (interner.ids(&first), interner.ids(&second));
-        assert_eq!(jaccard_ids(&left, &right), jaccard(&first, &second));
-        assert_eq!(overlap_ids(&left, &right), overlap(&first, &second));
-        assert_eq!(jaccard_ids(&[], &[]), 0.0);
+    fn inflections_are_one_token() {
+        assert_eq!(tokens("listener listening listens"), tokens("listen"));
+    }
+
+    #[test]
+    fn shared_values_of_sorted_slices() {
+        assert_eq!(shared(&[1u32, 3, 5, 7], &[2, 3, 4, 7, 9]), vec![3, 7]);
+        assert!(shared::<u64>(&[], &[1]).is_empty());
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! Properties of consolidation over generated agent results.
 
-use chrono::{TimeZone, Utc};
 use deep_review_consolidator::{consolidate, ConsolidationSettings};
-use deep_review_protocol::{
-    AgentResult, Finding, Location, Report, ReviewJob, ReviewManifest, Severity, Source,
-    SCHEMA_VERSION,
-};
+use deep_review_protocol::{AgentResult, Finding, Location, Report, ReviewManifest, Severity};
 use proptest::prelude::*;
+
+mod support;
+use support::manifest;
 
 const PATHS: [&str; 3] = ["src/a.rs", "src/b.rs", "tests/c.rs"];
 const TITLES: [&str; 6] = [
@@ -63,35 +62,6 @@ fn results_strategy() -> impl Strategy<Value = Vec<AgentResult>> {
                 .collect()
         },
     )
-}
-
-fn manifest(results: &[AgentResult]) -> ReviewManifest {
-    let at = Utc
-        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now);
-    ReviewManifest {
-        job: ReviewJob {
-            schema_version: SCHEMA_VERSION,
-            id: "property".into(),
-            created_at: at,
-            source: Source::InlineDiff {
-                diff: String::new(),
-            },
-            pull_request: Default::default(),
-            round: 1,
-            agents: Vec::new(),
-            deadline: at,
-            repository_context: Vec::new(),
-            declined: Vec::new(),
-            notices: Vec::new(),
-            earlier_findings: Vec::new(),
-            trace_context: Default::default(),
-            policy: Default::default(),
-            supersedes: None,
-        },
-        expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
-    }
 }
 
 fn run(results: Vec<AgentResult>) -> Report {

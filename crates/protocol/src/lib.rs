@@ -18,8 +18,8 @@ pub use job::{
 pub use parse::{parse_agent_result, parse_json, ParseError};
 pub use report::{
     AgentRetro, AttributedNote, ConsolidatedFinding, ConsolidatedObservation, DroppedFinding,
-    FailedAgent, OriginalFinding, Reconciliation, Report, ReportHeader, ReviewerLine,
-    SeverityCounts, Verdict, VerdictDecision,
+    FailedAgent, GroupingEvidence, GroupingRule, OriginalFinding, Reconciliation, Report,
+    ReportHeader, ReviewerLine, SeverityCounts, Verdict, VerdictDecision,
 };
 pub use result::{
     AgentResult, AgentStatus, DesignObservation, FileReview, FileReviewStatus, ObservationKind,

@@ -138,6 +138,41 @@ pub struct ConsolidatedFinding {
     /// Why the reconciled severity differs from some agent's, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity_note: Option<String>,
+    /// Why each further agent's report was grouped into this finding, so a reader can
+    /// audit the merge: empty when one agent reported it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grouping: Vec<GroupingEvidence>,
+}
+
+/// Which rule let two findings merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupingRule {
+    /// They point at the same place and say the same thing there.
+    SamePlace,
+    /// They say the same thing (near-identical titles or quoted code) wherever they point.
+    SameContent,
+}
+
+/// The evidence that put one agent's finding into a consolidated finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupingEvidence {
+    /// The agent whose finding joined.
+    pub agent: String,
+    /// That agent's own id for the finding, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
+    /// The agent of the already grouped finding it matched best.
+    pub matched_agent: String,
+    /// Combined score from 0 to 1: the mean of its scores against every finding already in
+    /// the group.
+    pub score: f64,
+    /// The score a merge needs, as configured, so the margin is visible.
+    pub threshold: f64,
+    /// The rule that allowed the merge with the best-matched finding.
+    pub rule: GroupingRule,
+    /// Each signal behind the score, worded for a reader, e.g. `same line (src/a.rs:12)`.
+    pub signals: Vec<String>,
 }
 
 /// A design observation, merged across agents.

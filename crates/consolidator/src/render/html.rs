@@ -9,7 +9,7 @@ use deep_review_protocol::{
 };
 
 use crate::format_duration;
-use crate::render::{observations_by_kind, put, put_line, retro_metrics};
+use crate::render::{grouping_lines, observations_by_kind, put, put_line, retro_metrics};
 
 const STYLE: &str = r#"
 :root { --critical:#b42318; --important:#b54708; --suggestion:#175cd3; --merge:#067647; --border:#d0d5dd; --muted:#475467; }
@@ -403,6 +403,9 @@ fn finding_block(out: &mut String, report: &Report, finding: &ConsolidatedFindin
     }
     if let Some(note) = &finding.severity_note {
         put_line!(out, "<p class=\"note\">Severity: {}</p>", escape(note));
+    }
+    for line in grouping_lines(report, finding) {
+        put_line!(out, "<p class=\"note\">Grouped: {}</p>", escape(&line));
     }
     put_line!(out, "</section>");
 }

@@ -6,7 +6,9 @@ use deep_review_protocol::{
 };
 
 use crate::format_duration;
-use crate::render::{fence, observations_by_kind, put, put_line, retro_metrics, table_cell};
+use crate::render::{
+    fence, grouping_lines, observations_by_kind, put, put_line, retro_metrics, table_cell,
+};
 
 /// Renders `report` as Markdown.
 pub fn render(report: &Report) -> String {
@@ -242,6 +244,9 @@ fn finding_block(out: &mut String, report: &Report, finding: &ConsolidatedFindin
     }
     if let Some(note) = &finding.severity_note {
         put_line!(out, "*Severity:* {note}\n");
+    }
+    for line in grouping_lines(report, finding) {
+        put_line!(out, "*Grouped:* {}\n", single_line(&line));
     }
 }
 

@@ -5,7 +5,9 @@ pub mod markdown;
 
 use std::collections::BTreeMap;
 
-use deep_review_protocol::{AgentRetro, ConsolidatedObservation, ObservationKind, Report};
+use deep_review_protocol::{
+    AgentRetro, ConsolidatedFinding, ConsolidatedObservation, GroupingRule, ObservationKind, Report,
+};
 
 /// Appends formatted text and a newline to a `String` (writing to a `String` cannot fail,
 /// so this avoids discarding `fmt::Result`s).
@@ -27,6 +29,34 @@ macro_rules! put {
 }
 
 pub(crate) use {put, put_line};
+
+/// One plain-text line per agent that joined `finding` after the first, saying why:
+/// `Codex (F1) joined Claude's report: score 0.68 (merge at 0.45), same place: …`.
+pub(crate) fn grouping_lines(report: &Report, finding: &ConsolidatedFinding) -> Vec<String> {
+    finding
+        .grouping
+        .iter()
+        .map(|evidence| {
+            let original = evidence
+                .original_id
+                .as_ref()
+                .map(|id| format!(" ({id})"))
+                .unwrap_or_default();
+            let rule = match evidence.rule {
+                GroupingRule::SamePlace => "same place",
+                GroupingRule::SameContent => "same content",
+            };
+            format!(
+                "{}{original} joined {}'s report: score {:.2} (merge at {:.2}), {rule}: {}",
+                report.display_name(&evidence.agent),
+                report.display_name(&evidence.matched_agent),
+                evidence.score,
+                evidence.threshold,
+                evidence.signals.join("; ")
+            )
+        })
+        .collect()
+}
 
 /// Renders `report` as pretty JSON.
 pub fn json(report: &Report) -> Result<String, serde_json::Error> {
