@@ -226,7 +226,7 @@ fn group_region(
         // Linkage of each of this agent's items to each group: its mean score against the
         // group's members, eligible when that mean reaches the threshold and its best
         // member is a mergeable pair.
-        let mut links: Vec<Vec<Option<(f64, usize, PairScore)>>> = Vec::new();
+        let mut links: Vec<Vec<Option<Link>>> = Vec::new();
         for &item in &agent_items {
             let row = groups
                 .iter()
@@ -242,7 +242,11 @@ fn group_region(
                         .into_iter()
                         .filter(|(_, score)| score.rule.is_some())
                         .max_by(|left, right| left.1.score.total_cmp(&right.1.score))?;
-                    (mean >= threshold).then_some((mean, best_member, best))
+                    (mean >= threshold).then_some(Link {
+                        mean,
+                        best_member,
+                        best,
+                    })
                 })
                 .collect();
             links.push(row);
@@ -250,7 +254,12 @@ fn group_region(
         let assignment = assign(&links);
         let mut joined = vec![false; agent_items.len()];
         for (row, column) in assignment {
-            let Some((mean, best_member, best)) = links[row][column].clone() else {
+            let Some(Link {
+                mean,
+                best_member,
+                best,
+            }) = links[row][column].clone()
+            else {
                 continue;
             };
             joined[row] = true;
@@ -285,9 +294,19 @@ fn group_region(
     groups
 }
 
+/// How one finding may join one group.
+#[derive(Debug, Clone)]
+struct Link {
+    /// Its mean score against the group's members.
+    mean: f64,
+    /// The member it matches best, and that pair's score.
+    best_member: usize,
+    best: PairScore,
+}
+
 /// The best assignment of rows to columns among the eligible cells: Kuhn-Munkres for
 /// matrices up to [`LARGEST_MATCHING`] cells, greedy best-first beyond.
-fn assign(links: &[Vec<Option<(f64, usize, PairScore)>>]) -> Vec<(usize, usize)> {
+fn assign(links: &[Vec<Option<Link>>]) -> Vec<(usize, usize)> {
     let rows = links.len();
     let columns = links.first().map_or(0, Vec::len);
     if rows == 0 || columns == 0 {
@@ -296,7 +315,7 @@ fn assign(links: &[Vec<Option<(f64, usize, PairScore)>>]) -> Vec<(usize, usize)>
     let weight = |row: usize, column: usize| -> i64 {
         links[row][column]
             .as_ref()
-            .map_or(0, |(score, _, _)| (score * SCORE_STEPS).round() as i64)
+            .map_or(0, |link| (link.mean * SCORE_STEPS).round() as i64)
     };
     if rows * columns <= LARGEST_MATCHING {
         // Kuhn-Munkres assigns every row, so it needs no more rows than columns.
@@ -961,16 +980,16 @@ mod tests {
         assert!(identifiers_in_code("if ok { return err }").is_empty());
     }
 
-    fn link(score: f64) -> Option<(f64, usize, PairScore)> {
-        Some((
-            score,
-            0,
-            PairScore {
+    fn link(score: f64) -> Option<Link> {
+        Some(Link {
+            mean: score,
+            best_member: 0,
+            best: PairScore {
                 score,
                 rule: Some(GroupingRule::SamePlace),
                 signals: Vec::new(),
             },
-        ))
+        })
     }
 
     /// Greedy best-first would take the single strongest cell (row 1, column 0) and leave
