@@ -21,6 +21,10 @@ use crate::settings::Settings;
 /// Exit code when `--fail-on` matches the verdict (1 is an error, 2 a usage error).
 const VERDICT_EXIT_CODE: u8 = 3;
 
+/// Exit code when the review is incomplete: no agent completed, or the diff held nothing
+/// that could be read.
+const INCOMPLETE_EXIT_CODE: u8 = 4;
+
 /// Which verdicts make the command fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailOn {
@@ -116,28 +120,21 @@ pub async fn build_request(
     settings: &Settings,
     change: &ChangeArguments,
 ) -> anyhow::Result<ReviewRequest> {
-    let agents = if change.agents.is_empty() {
-        settings.agents.clone()
-    } else {
-        let mut selected = Vec::new();
-        for name in &change.agents {
-            match settings.agents.iter().find(|agent| &agent.name == name) {
-                Some(agent) => selected.push(agent.clone()),
-                None => {
-                    let known: Vec<&str> = settings
-                        .agents
-                        .iter()
-                        .map(|agent| agent.name.as_str())
-                        .collect();
-                    bail!(
-                        "no agent named `{name}` is configured (configured: {})",
-                        known.join(", ")
-                    );
-                }
-            }
+    // Checked here too, so a misspelt name fails before anything is sent or cloned.
+    for name in &change.agents {
+        if !settings.agents.iter().any(|agent| &agent.name == name) {
+            let known: Vec<&str> = settings
+                .agents
+                .iter()
+                .map(|agent| agent.name.as_str())
+                .collect();
+            bail!(
+                "no agent named `{name}` is configured (configured: {})",
+                known.join(", ")
+            );
         }
-        selected
-    };
+    }
+    let agents = change.agents.clone();
     if let Some(reference) = &change.github {
         let mut request = github_request(settings, reference).await?;
         if !change.agents.is_empty() {
@@ -381,8 +378,12 @@ pub fn summarise(report: &Report, out: &Path, settings: &Settings) {
     println!("Report: {}", files.join(", "));
 }
 
-/// 0, or 3 when the verdict matches `--fail-on`.
+/// 0; 3 when the verdict matches `--fail-on`; 4 when the review is incomplete (nothing
+/// was reviewed), whatever `--fail-on` says, so no gate passes a review that did not run.
 pub fn exit_code(report: &Report, fail_on: Option<FailOn>) -> ExitCode {
+    if report.verdict.verdict == Verdict::Incomplete {
+        return ExitCode::from(INCOMPLETE_EXIT_CODE);
+    }
     let failing = matches!(
         (fail_on, report.verdict.verdict),
         (Some(FailOn::Rework), Verdict::Rework)

@@ -138,6 +138,13 @@ fn telemetry_routes<S: Clone + Send + Sync + 'static>(
                 }
             }),
         )
+        .merge(health_routes(readiness))
+}
+
+/// `/healthz` (the process is alive) and `/readyz` (ready for work), for probes: open,
+/// since they say nothing a probe should not know.
+fn health_routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -162,20 +169,129 @@ async fn serve_telemetry(
     metrics: Arc<Metrics>,
     readiness: Readiness,
     stop: CancellationToken,
+    limits: &crate::settings::DistributedSettings,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    serve(
+        listen,
+        "serving /metrics, /healthz and /readyz",
+        telemetry_routes(metrics, readiness),
+        stop,
+        limits,
+    )
+    .await
+}
+
+/// Serves `app` on `listen` until `stop`, with the request timeout and the concurrency
+/// limit every listener gets, and logs `what` with the address it bound.
+async fn serve(
+    listen: &str,
+    what: &str,
+    app: Router,
+    stop: CancellationToken,
+    limits: &crate::settings::DistributedSettings,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening for metrics on {listen}"))?;
-    tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
-    let app: Router = telemetry_routes(metrics, readiness);
+        .with_context(|| format!("listening on {listen} ({what})"))?;
+    tracing::info!(address = %listener.local_addr()?, "{what}");
+    // A slow or stuck client holds a request at most this long, and no listener serves
+    // more than its limit at once, so one caller cannot exhaust the process.
+    let app = app
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.http_request_timeout,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits.http_max_concurrent_requests,
+        ));
+    let what = what.to_string();
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
         {
-            tracing::error!(%error, "the telemetry server failed");
+            tracing::error!(%error, "the server ({what}) failed");
         }
     }))
+}
+
+/// The bearer token the scheduler's API requires, as its SHA-256 digest (compared in
+/// constant time, and never held or logged in clear beyond start-up).
+struct ApiToken {
+    digest: Option<[u8; 32]>,
+    variable: String,
+}
+
+impl ApiToken {
+    /// Reads the token from the variable `distributed.api_token_env` names. A missing
+    /// token is an error unless `allow_unauthenticated_api` is set.
+    fn from_settings(settings: &Settings) -> anyhow::Result<ApiToken> {
+        let variable = settings.distributed.api_token_env.clone();
+        let token = std::env::var(&variable).unwrap_or_default();
+        if token.trim().is_empty() {
+            if settings.distributed.allow_unauthenticated_api {
+                tracing::warn!(%variable, "the API accepts requests with no token (allow_unauthenticated_api)");
+                return Ok(ApiToken {
+                    digest: None,
+                    variable,
+                });
+            }
+            bail!(
+                "the scheduler's API needs a token: set ${variable} (distributed.api_token_env) to a long random string, \
+                 or set distributed.allow_unauthenticated_api = true on a network nobody else can reach"
+            );
+        }
+        Ok(ApiToken {
+            digest: Some(token_digest(token.trim())),
+            variable,
+        })
+    }
+
+    fn accepts(&self, presented: Option<&str>) -> bool {
+        match (&self.digest, presented) {
+            (None, _) => true,
+            (Some(expected), Some(token)) => {
+                subtle::ConstantTimeEq::ct_eq(&expected[..], &token_digest(token)[..]).into()
+            }
+            (Some(_), None) => false,
+        }
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Refuses API requests without the configured bearer token.
+async fn require_token(
+    State(token): State<Arc<ApiToken>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    if token.accepts(presented) {
+        return next.run(request).await;
+    }
+    let reason = if presented.is_some() {
+        "the bearer token is not the API's".to_string()
+    } else {
+        format!(
+            "missing `Authorization: Bearer` token (deep-review submit sends ${})",
+            token.variable
+        )
+    };
+    let mut response = ApiError(StatusCode::UNAUTHORIZED, reason).into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 fn new_metrics() -> anyhow::Result<Arc<Metrics>> {
@@ -267,6 +383,7 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
         Arc::clone(&metrics),
         readiness.clone(),
         telemetry_stop.clone(),
+        &settings.distributed,
     )
     .await?;
     let queue: Arc<dyn TaskQueue> = Arc::new(connect_queue(settings, &shutdown).await?);
@@ -305,6 +422,7 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
         Arc::clone(&metrics),
         readiness.clone(),
         telemetry_stop.clone(),
+        &settings.distributed,
     )
     .await?;
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
@@ -486,26 +604,65 @@ pub async fn scheduler(settings: &Settings) -> anyhow::Result<ExitCode> {
         )),
         None => None,
     };
-    let mut app = Router::new()
+    let token = ApiToken::from_settings(settings)?;
+    let api = Router::new()
         .route("/v1/reviews", post(create_review))
         .route("/v1/reviews/{id}", get(review_state))
-        .merge(telemetry_routes(metrics, readiness))
-        .with_state(ApiState { scheduler, store });
+        .with_state(ApiState { scheduler, store })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+        .layer(DefaultBodyLimit::max(
+            settings.distributed.max_request_bytes,
+        ));
+    let mut servers = Vec::new();
+    let api = if settings.distributed.metrics_listen.is_empty() {
+        api.merge(telemetry_routes(metrics, readiness))
+    } else {
+        servers.push(
+            serve_telemetry(
+                &settings.distributed.metrics_listen,
+                metrics,
+                readiness.clone(),
+                shutdown.clone(),
+                &settings.distributed,
+            )
+            .await?,
+        );
+        api.merge(health_routes(readiness))
+    };
     if let Some(github) = &github {
-        app = app.merge(Arc::clone(github).router());
-        tracing::info!(api = %settings.github.as_ref().map(|github| github.api_url.as_str()).unwrap_or_default(), "GitHub webhooks accepted at /github/webhook");
+        let webhook = Arc::clone(github).router().layer(DefaultBodyLimit::max(
+            settings.distributed.max_request_bytes,
+        ));
+        servers.push(
+            serve(
+                &settings.distributed.webhook_listen,
+                "GitHub webhooks listening at /github/webhook",
+                webhook,
+                shutdown.clone(),
+                &settings.distributed,
+            )
+            .await?,
+        );
+        tracing::info!(api = %settings.github.as_ref().map(|github| github.api_url.as_str()).unwrap_or_default(), "GitHub integration enabled");
     }
-    let app = app.layer(DefaultBodyLimit::max(
-        settings.distributed.max_request_bytes,
-    ));
-    let listener = tokio::net::TcpListener::bind(&settings.distributed.scheduler_listen)
-        .await
-        .with_context(|| format!("listening on {}", settings.distributed.scheduler_listen))?;
-    tracing::info!(address = %listener.local_addr()?, "scheduler listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("the HTTP server failed")?;
+    servers.push(
+        serve(
+            &settings.distributed.scheduler_listen,
+            "scheduler listening",
+            api,
+            shutdown.clone(),
+            &settings.distributed,
+        )
+        .await?,
+    );
+    for server in servers {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "a listener's task failed");
+        }
+    }
     if let Some(github) = &github {
         github.drain(settings.distributed.drain_timeout).await;
     }
@@ -540,8 +697,23 @@ pub async fn submit(settings: &Settings, arguments: SubmitArguments) -> anyhow::
         .clone()
         .unwrap_or_else(|| settings.distributed.scheduler_url.clone());
     let base = base.trim_end_matches('/').to_string();
+    // Every request carries the API token, when the variable the scheduler reads is set.
+    let mut headers = reqwest::header::HeaderMap::new();
+    let token = std::env::var(&settings.distributed.api_token_env).unwrap_or_default();
+    if !token.trim().is_empty() {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .with_context(|| {
+                format!(
+                    "${} is not a valid header value",
+                    settings.distributed.api_token_env
+                )
+            })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
+        .default_headers(headers)
         .build()
         .context("building the HTTP client")?;
     let response = client

@@ -142,8 +142,24 @@ pub struct DistributedSettings {
     /// How long review records stay in Redis.
     #[serde(with = "humantime_serde")]
     pub result_ttl: Duration,
-    /// Where the scheduler's HTTP API listens.
+    /// Where the scheduler's HTTP API listens (`/v1/reviews`, `/healthz`, `/readyz`).
     pub scheduler_listen: String,
+    /// The environment variable holding the bearer token the API requires
+    /// (`Authorization: Bearer …`); `deep-review submit` sends it from the same variable.
+    pub api_token_env: String,
+    /// Serve the API with no token. Only for a network nobody else can reach: whoever can
+    /// reach the API can start reviews that spend the model budget.
+    pub allow_unauthenticated_api: bool,
+    /// Where the scheduler serves GitHub webhooks, apart from the API, so that exposing the
+    /// webhook to GitHub does not expose the API.
+    pub webhook_listen: String,
+    /// Where the scheduler serves `/metrics`; empty serves it on the API address.
+    pub metrics_listen: String,
+    /// Longest one HTTP request to any listener may take before it is answered 408.
+    #[serde(with = "humantime_serde")]
+    pub http_request_timeout: Duration,
+    /// Requests one listener serves at once; more wait for a place.
+    pub http_max_concurrent_requests: usize,
     /// Where `deep-review submit` finds the scheduler.
     pub scheduler_url: String,
     /// Where a worker serves `/metrics`, `/healthz` and `/readyz` (the scheduler serves
@@ -183,6 +199,12 @@ impl Default for DistributedSettings {
             shared_filesystem: false,
             result_ttl: Duration::from_secs(7 * 24 * 3600),
             scheduler_listen: "127.0.0.1:8080".to_string(),
+            api_token_env: "DEEPREVIEW_API_TOKEN".to_string(),
+            allow_unauthenticated_api: false,
+            webhook_listen: "127.0.0.1:8081".to_string(),
+            metrics_listen: String::new(),
+            http_request_timeout: Duration::from_secs(30),
+            http_max_concurrent_requests: 256,
             scheduler_url: "http://127.0.0.1:8080".to_string(),
             worker_telemetry_listen: "127.0.0.1:9101".to_string(),
             consolidator_telemetry_listen: "127.0.0.1:9102".to_string(),
@@ -313,6 +335,9 @@ impl Settings {
                     "invalid configuration: [narrator] must use a model API runner (anthropic, openai or gemini) and name a `model`"
                 );
             }
+        }
+        if self.distributed.http_max_concurrent_requests == 0 {
+            bail!("invalid configuration: distributed.http_max_concurrent_requests must be at least 1");
         }
         if self.output.formats.is_empty() {
             bail!("invalid configuration: output.formats must name at least one of markdown, html, json");

@@ -57,6 +57,37 @@ fn sleeping_processes(marker: &str) -> usize {
         .count()
 }
 
+/// When every agent fails, nothing was reviewed: the verdict is Incomplete, never Merge, and
+/// the exit code is 4 even with no --fail-on.
+#[test]
+fn a_review_whose_every_agent_failed_is_incomplete() {
+    let out = tempfile::tempdir().unwrap();
+    let config_directory = tempfile::tempdir().unwrap();
+    let config_path = config_directory.path().join("deep-review.toml");
+    std::fs::write(
+        &config_path,
+        agent_config(&format!("914.{}", std::process::id())),
+    )
+    .unwrap();
+    let (_, output) = review_known_problems(
+        out.path(),
+        &["--config", config_path.to_str().unwrap()],
+        &["--agent", "crashing", "--agent", "garbage", "--quiet"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let report = read_report(out.path());
+    assert_eq!(
+        report.verdict.verdict,
+        deep_review_protocol::Verdict::Incomplete
+    );
+    assert!(
+        report.verdict.reason.contains("no agent completed"),
+        "{}",
+        report.verdict.reason
+    );
+}
+
 #[test]
 fn failing_agents_are_named_and_the_review_still_completes() {
     let out = tempfile::tempdir().unwrap();

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::util::{
-    accepted_id, expect_success, fixture, read_report, repository_with_known_problems, Cluster,
+    accepted_id, deep_review_with, expect_success, fixture, read_report,
+    repository_with_known_problems, Cluster, API_TOKEN, API_TOKEN_VARIABLE,
 };
 
 fn slow_agent_line_up(markers: &std::path::Path, seconds: &str, timeout: &str) -> String {
@@ -302,7 +303,13 @@ async fn a_git_url_review_is_read_through_the_workers_mirror() {
         "source": {"kind": "git-remote", "url": format!("file://{}", repository.path().display()), "base_sha": base, "head_sha": head},
         "pull_request": {"repository": "acme/shop", "number": 3, "title": "From a URL"}
     });
-    let response = client.post(&url).json(&request).send().await.unwrap();
+    let response = client
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
     let accepted: serde_json::Value = response.json().await.unwrap();
     let review_id = accepted["id"].as_str().unwrap().to_string();
@@ -320,7 +327,13 @@ async fn a_git_url_review_is_read_through_the_workers_mirror() {
     // Bad requests are refused with the reason.
     let mut short = request.clone();
     short["source"]["head_sha"] = serde_json::json!("abc123");
-    let refused = client.post(&url).json(&short).send().await.unwrap();
+    let refused = client
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&short)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("full commit SHA"));
     let local = serde_json::json!({"source": {"kind": "local-repo", "path": "/srv/x", "base": "a", "head": "b"}});
@@ -329,14 +342,37 @@ async fn a_git_url_review_is_read_through_the_workers_mirror() {
     no_sharing.wait_ready().await;
     let refused = client
         .post(format!("http://127.0.0.1:{}/v1/reviews", no_sharing.port))
+        .bearer_auth(API_TOKEN)
         .json(&local)
         .send()
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("shared_filesystem"));
+    // A git URL that names the workers' own disk is refused the same way.
+    for local_url in [
+        format!("file://{}", repository.path().display()),
+        repository.path().display().to_string(),
+    ] {
+        let mut on_disk = request.clone();
+        on_disk["source"]["url"] = serde_json::json!(local_url);
+        let refused = client
+            .post(format!("http://127.0.0.1:{}/v1/reviews", no_sharing.port))
+            .bearer_auth(API_TOKEN)
+            .json(&on_disk)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{local_url}");
+        assert!(refused
+            .text()
+            .await
+            .unwrap()
+            .contains("workers' own filesystem"));
+    }
     let garbage = client
         .post(&url)
+        .bearer_auth(API_TOKEN)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -553,5 +589,117 @@ async fn a_draining_worker_is_not_ready_and_finishes_its_task() {
         .wait_for_status(&review_id, "published", Duration::from_secs(20))
         .await;
     assert_eq!(starts(markers.path()), 1, "no redelivery was needed");
+    cluster.shutdown().await;
+}
+
+/// The API needs the bearer token; a request can only name agents of the line-up; the
+/// scheduler will not start without a token; `/metrics` can have its own listener.
+#[tokio::test]
+async fn the_api_is_authenticated_and_takes_only_agent_names() {
+    let mut cluster = Cluster::new(
+        "[[agents]]\nname = \"builtin\"\nrunner = \"builtin\"\ntimeout = \"10s\"\n",
+        "metrics_listen = \"127.0.0.1:0\"\n",
+    );
+    let scheduler = cluster.start("scheduler");
+    cluster.wait_ready().await;
+    let url = format!("http://127.0.0.1:{}/v1/reviews", cluster.port);
+    let request = serde_json::json!({
+        "source": {"kind": "inline-diff", "diff": "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"}
+    });
+    let client = reqwest::Client::new();
+    let missing = client.post(&url).json(&request).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(
+        missing.headers()["www-authenticate"].to_str().unwrap(),
+        "Bearer"
+    );
+    assert!(missing.text().await.unwrap().contains(API_TOKEN_VARIABLE));
+    let wrong = client
+        .post(&url)
+        .bearer_auth("not-the-token")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let state = client
+        .get(format!("{url}/20260101-000000-00000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state.status(), 401, "reading a review needs the token too");
+
+    // With the token, a request names agents; a definition is refused before anything runs.
+    let mut defining = request.clone();
+    defining["agents"] =
+        serde_json::json!([{"name": "x", "runner": "command", "command": ["/bin/sh", "-c", "id"]}]);
+    let refused = client
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&defining)
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let mut unknown = request.clone();
+    unknown["agents"] = serde_json::json!(["shell"]);
+    let refused = client
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("no agent named `shell` is configured"));
+    let mut named = request.clone();
+    named["agents"] = serde_json::json!(["builtin"]);
+    let accepted = client
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&named)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+
+    // Probes stay open; /metrics moved to its own listener.
+    let health = client
+        .get(format!("http://127.0.0.1:{}/healthz", cluster.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics_on_api = client
+        .get(format!("http://127.0.0.1:{}/metrics", cluster.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics_on_api.status(), 404);
+    let metrics_port = cluster.logged_port(scheduler, TELEMETRY_LISTENING).await;
+    let metrics = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+
+    // No token, no scheduler.
+    let config = cluster.config.to_str().unwrap().to_string();
+    let output = deep_review_with(
+        &["--config", &config, "scheduler"],
+        &[(API_TOKEN_VARIABLE, "")],
+        None,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("needs a token") && stderr.contains(API_TOKEN_VARIABLE),
+        "{stderr}"
+    );
     cluster.shutdown().await;
 }

@@ -156,7 +156,23 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
     cluster.start_with("worker", &config, &environment);
     cluster.start_with("consolidator", &config, &environment);
     cluster.wait_ready().await;
-    let port = cluster.port;
+    let port = cluster.webhook_port().await;
+    // The webhook has its own listener: the API's does not serve it, nor it the API.
+    let on_api = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/github/webhook", cluster.port))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(on_api.status(), 404);
+    let api_on_webhook = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/reviews"))
+        .bearer_auth(crate::util::API_TOKEN)
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(api_on_webhook.status(), 404);
 
     // Signatures: missing, wrong and for another body are all refused.
     let opened = pull_request_event("opened", &head);
@@ -457,7 +473,7 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
             state.resolved_threads
         );
     });
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", cluster.port))
         .await
         .expect("metrics")
         .text()

@@ -252,6 +252,27 @@ fn bad_inputs_get_clear_errors() {
     let empty_diff = deep_review_with(&["review", "--diff", "-", "--out", out_path], &[], Some(""));
     assert!(String::from_utf8_lossy(&empty_diff.stderr).contains("the diff is empty"));
 
+    // Prose where a diff should be: nothing was reviewed, so the verdict is Incomplete and
+    // the exit code says so, with or without --fail-on; never Merge.
+    for fail_on in [&[][..], &["--fail-on", "rework"][..]] {
+        let mut arguments = vec!["review", "--diff", "-", "--out", out_path, "--quiet"];
+        arguments.extend(fail_on);
+        let prose = deep_review_with(
+            &arguments,
+            &[],
+            Some("Hi! This fixes the login bug, please have a look.\n"),
+        );
+        assert_eq!(prose.status.code(), Some(4), "{prose:?}");
+        let report = read_report(out.path());
+        assert_eq!(
+            report.verdict.verdict,
+            deep_review_protocol::Verdict::Incomplete
+        );
+        assert!(String::from_utf8_lossy(&prose.stdout).contains("Incomplete"));
+        let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+        assert!(markdown.contains("Incomplete"), "{markdown}");
+    }
+
     let unknown_agent = deep_review(&[
         "review",
         "--repo",

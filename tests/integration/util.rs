@@ -58,6 +58,10 @@ impl GitRepo {
     }
 }
 
+/// The variable the scheduler reads its API token from, and the token test clusters use.
+pub const API_TOKEN_VARIABLE: &str = "DEEPREVIEW_API_TOKEN";
+pub const API_TOKEN: &str = "test-api-token-2f9c1d7a5b3e";
+
 /// Runs `deep-review` with `arguments`, with no DEEP_REVIEW_* variables of the caller.
 pub fn deep_review(arguments: &[&str]) -> Output {
     deep_review_with(arguments, &[], None)
@@ -262,7 +266,7 @@ impl Cluster {
             format!("{sharing}runners = [\"builtin\", \"command\"]\n")
         };
         let text = format!(
-            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:0\"\nscheduler_url = \"http://127.0.0.1:0\"\nreports_directory = \"{}\"\nworker_telemetry_listen = \"127.0.0.1:0\"\nconsolidator_telemetry_listen = \"127.0.0.1:0\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
+            "{agents_toml}\n[review]\ndeadline_grace = \"2s\"\n\n[distributed]\nprefix = \"{prefix}\"\n{sharing}scheduler_listen = \"127.0.0.1:0\"\nscheduler_url = \"http://127.0.0.1:0\"\nreports_directory = \"{}\"\nworker_telemetry_listen = \"127.0.0.1:0\"\nconsolidator_telemetry_listen = \"127.0.0.1:0\"\nwebhook_listen = \"127.0.0.1:0\"\nconsolidation_lease = \"3s\"\nsweep_interval = \"300ms\"\ndrain_timeout = \"5s\"\nmax_backoff = \"1s\"\n{extra_distributed}\n",
             directory.path().join("reports").display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -304,6 +308,7 @@ impl Cluster {
                 "info",
                 role,
             ])
+            .env(API_TOKEN_VARIABLE, API_TOKEN)
             .envs(environment.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -408,11 +413,22 @@ impl Cluster {
         panic!("the scheduler did not come up:\n{}", self.logs());
     }
 
-    /// `deep-review submit` against this cluster.
+    /// `deep-review submit` against this cluster, with the API token.
     pub fn submit(&self, arguments: &[&str]) -> Output {
         let mut all = vec!["--config", self.config.to_str().expect("utf-8"), "submit"];
         all.extend(arguments);
-        deep_review(&all)
+        deep_review_with(&all, &[(API_TOKEN_VARIABLE, API_TOKEN)], None)
+    }
+
+    /// The port the scheduler serves GitHub webhooks on, apart from the API.
+    pub async fn webhook_port(&self) -> u16 {
+        let scheduler = self
+            .children
+            .iter()
+            .rposition(|(role, _)| role == "scheduler")
+            .expect("a scheduler was started");
+        self.logged_port(scheduler, "GitHub webhooks listening")
+            .await
     }
 
     /// `submit --repo REPOSITORY --base BASE --wait --timeout 60s --out OUT`, plus `extra`.
@@ -444,15 +460,18 @@ impl Cluster {
 
     /// `GET /v1/reviews/{id}`.
     pub async fn state(&self, review_id: &str) -> serde_json::Value {
-        reqwest::get(format!(
-            "http://127.0.0.1:{}/v1/reviews/{review_id}",
-            self.port
-        ))
-        .await
-        .expect("GET review")
-        .json()
-        .await
-        .expect("JSON state")
+        reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/v1/reviews/{review_id}",
+                self.port
+            ))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("GET review")
+            .json()
+            .await
+            .expect("JSON state")
     }
 
     /// Polls the review until its status is `wanted`, or panics with the logs.

@@ -170,9 +170,10 @@ pub fn consolidate(
     for group in groups {
         let members: Vec<&Item> = group.members.iter().map(|&index| &items[index]).collect();
         match reconcile(&members, group.evidence, settings, &family_of, &display_of) {
-            Outcome::Kept(finding, reconciliations) => {
+            Outcome::Kept(finding, reconciliations, dropped) => {
                 let position = findings.len();
                 findings.push(*finding);
+                dropped_findings.extend(dropped);
                 pending_reconciliations.extend(
                     reconciliations
                         .into_iter()
@@ -238,7 +239,13 @@ pub fn consolidate(
 
     let failed_agents = failed_agents(&order, &results, &manifest.expected_agents, &display_of);
     let partial = failed_agents.iter().any(|failed| failed.status.is_none());
-    let verdict = decide_verdict(&findings, &settings.verdict, &failed_agents, &display_of);
+    let verdict = match incomplete_because(job, &results) {
+        Some(reason) => VerdictDecision {
+            verdict: Verdict::Incomplete,
+            reason,
+        },
+        None => decide_verdict(&findings, &settings.verdict, &failed_agents, &display_of),
+    };
     let retro: Vec<AgentRetro> = results
         .iter()
         .map(|result| {
@@ -387,7 +394,13 @@ fn canonical_key(
 }
 
 enum Outcome {
-    Kept(Box<ConsolidatedFinding>, Vec<Reconciliation>),
+    /// The finding, every reconciliation, and the reports of it that their own agents'
+    /// verification refuted.
+    Kept(
+        Box<ConsolidatedFinding>,
+        Vec<Reconciliation>,
+        Vec<DroppedFinding>,
+    ),
     Dropped(Vec<DroppedFinding>, Vec<Reconciliation>),
 }
 
@@ -398,50 +411,67 @@ fn reconcile(
     family_of: &HashMap<String, String>,
     display_of: &dyn Fn(&str) -> String,
 ) -> Outcome {
-    let verifications: Vec<(&Item, VerificationOutcome)> = members
-        .iter()
-        .filter_map(|item| Some((*item, item.finding.verification.as_ref()?.outcome)))
-        .collect();
-    let confirmed = verifications
-        .iter()
-        .any(|(_, outcome)| *outcome == VerificationOutcome::Confirmed);
-    let refuted_by = verifications
-        .iter()
-        .find(|(_, outcome)| *outcome == VerificationOutcome::Refuted);
-
-    if let (Some((refuter, _)), false) = (refuted_by, confirmed) {
-        let command = refuter
+    // A refutation is the refuting agent's own evidence against its own report: it drops
+    // that agent's opinion, never another agent's. Only when every report was refuted by
+    // its own agent is the problem gone.
+    let (refuted, members): (Vec<&Item>, Vec<&Item>) = members.iter().partition(|item| {
+        item.finding
+            .verification
+            .as_ref()
+            .is_some_and(|verification| verification.outcome == VerificationOutcome::Refuted)
+    });
+    let mut dropped_findings = Vec::new();
+    let mut refutation_notes = Vec::new();
+    let mut reconciliations: Vec<Reconciliation> = Vec::new();
+    for item in &refuted {
+        let command = item
             .finding
             .verification
             .as_ref()
             .map(|verification| verification.command.clone())
             .unwrap_or_default();
         let reason = format!(
-            "refuted by {}'s verification (`{command}`): a false positive",
-            display_of(&refuter.agent)
+            "refuted by {}'s own verification (`{command}`): a false positive",
+            display_of(&item.agent)
         );
-        let dropped = members
-            .iter()
-            .map(|item| DroppedFinding {
-                agent: item.agent.clone(),
-                finding: item.finding.clone(),
-                reason: reason.clone(),
-            })
-            .collect();
-        let reconciliations = members
-            .iter()
-            .map(|item| Reconciliation {
-                agent: item.agent.clone(),
-                original_id: item.finding.id.clone(),
-                title: item.finding.title.clone(),
-                from: item.finding.severity,
-                to: None,
-                consolidated_id: None,
-                reason: reason.clone(),
-            })
-            .collect();
-        return Outcome::Dropped(dropped, reconciliations);
+        refutation_notes.push(format!(
+            "{}'s verification (`{command}`) refuted its own report of it",
+            display_of(&item.agent)
+        ));
+        dropped_findings.push(DroppedFinding {
+            agent: item.agent.clone(),
+            finding: item.finding.clone(),
+            reason: reason.clone(),
+        });
+        reconciliations.push(Reconciliation {
+            agent: item.agent.clone(),
+            original_id: item.finding.id.clone(),
+            title: item.finding.title.clone(),
+            from: item.finding.severity,
+            to: None,
+            consolidated_id: None,
+            reason,
+        });
     }
+    if members.is_empty() {
+        return Outcome::Dropped(dropped_findings, reconciliations);
+    }
+    let grouping: Vec<GroupingEvidence> = grouping
+        .into_iter()
+        .filter(|evidence| {
+            members.iter().any(|item| item.agent == evidence.agent)
+                && members
+                    .iter()
+                    .any(|item| item.agent == evidence.matched_agent)
+        })
+        .collect();
+    let members = &members[..];
+    let confirmed = members.iter().any(|item| {
+        item.finding
+            .verification
+            .as_ref()
+            .is_some_and(|verification| verification.outcome == VerificationOutcome::Confirmed)
+    });
 
     // Majority vote; a tie goes to the lower severity.
     let mut votes: BTreeMap<Severity, usize> = BTreeMap::new();
@@ -591,18 +621,24 @@ fn reconcile(
             because
         )
     });
-    let reconciliations = changed
-        .iter()
-        .map(|item| Reconciliation {
-            agent: item.agent.clone(),
-            original_id: item.finding.id.clone(),
-            title: item.finding.title.clone(),
-            from: item.finding.severity,
-            to: Some(severity),
-            consolidated_id: None,
-            reason: because.clone(),
+    reconciliations.extend(changed.iter().map(|item| Reconciliation {
+        agent: item.agent.clone(),
+        original_id: item.finding.id.clone(),
+        title: item.finding.title.clone(),
+        from: item.finding.severity,
+        to: Some(severity),
+        consolidated_id: None,
+        reason: because.clone(),
+    }));
+    let severity_note = if refutation_notes.is_empty() {
+        severity_note
+    } else {
+        let refutations = format!("{}; the other reports stand.", refutation_notes.join("; "));
+        Some(match severity_note {
+            Some(note) => format!("{note} {refutations}"),
+            None => refutations,
         })
-        .collect();
+    };
 
     Outcome::Kept(
         Box::new(ConsolidatedFinding {
@@ -632,6 +668,7 @@ fn reconcile(
             grouping,
         }),
         reconciliations,
+        dropped_findings,
     )
 }
 
@@ -670,6 +707,32 @@ fn failed_agents(
             },
         )
         .collect()
+}
+
+/// Why nothing was reviewed, when nothing was: no agent completed, or an inline diff held no
+/// file change that could be read (prose, or a truncated paste).
+fn incomplete_because(job: &ReviewJob, results: &[AgentResult]) -> Option<String> {
+    if let deep_review_protocol::Source::InlineDiff { diff } = &job.source {
+        // An empty diff never gets this far (the scheduler refuses it); one with text but
+        // no file in it is what a paste of prose or a truncated diff gives.
+        if !diff.trim().is_empty() && deep_review_git::parse_unified_diff(diff).is_empty() {
+            return Some(
+                "the diff could not be read: it holds no file changes in unified diff form, so nothing was reviewed"
+                    .to_string(),
+            );
+        }
+    }
+    if !results
+        .iter()
+        .any(|result| result.status == AgentStatus::Completed)
+    {
+        return Some(if results.is_empty() {
+            "no agent delivered a result, so nothing was reviewed".to_string()
+        } else {
+            "no agent completed its review, so nothing was reviewed".to_string()
+        });
+    }
+    None
 }
 
 fn decide_verdict(
@@ -1319,6 +1382,97 @@ mod tests {
             2,
             "the missing agent still has a retro row"
         );
+    }
+
+    #[test]
+    fn a_refutation_drops_only_the_refuting_agents_own_report() {
+        let mut refuted = finding(
+            Severity::Critical,
+            "SQL injection in search",
+            "src/db.rs",
+            40,
+        );
+        refuted.verification = Some(Verification {
+            command: "cargo test search_escapes".into(),
+            output: "ok".into(),
+            outcome: VerificationOutcome::Refuted,
+        });
+        let report = run(vec![
+            result(
+                "a",
+                vec![finding(
+                    Severity::Critical,
+                    "SQL injection in search",
+                    "src/db.rs",
+                    40,
+                )],
+            ),
+            result(
+                "b",
+                vec![finding(
+                    Severity::Critical,
+                    "SQL injection in search query",
+                    "src/db.rs",
+                    41,
+                )],
+            ),
+            result("c", vec![refuted]),
+        ]);
+        assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+        let kept = &report.findings[0];
+        assert_eq!(kept.severity, Severity::Critical);
+        assert_eq!(kept.agents, vec!["a", "b"]);
+        assert!(
+            kept.severity_note
+                .as_deref()
+                .is_some_and(|note| note.contains("refuted its own report")),
+            "{:?}",
+            kept.severity_note
+        );
+        assert_eq!(report.verdict.verdict, Verdict::Rework);
+        assert_eq!(report.dropped_findings.len(), 1);
+        assert_eq!(report.dropped_findings[0].agent, "c");
+        let row = |agent: &str| report.retro.iter().find(|row| row.agent == agent).unwrap();
+        assert_eq!(row("c").false_positives, 1);
+        assert_eq!(row("a").false_positives, 0);
+    }
+
+    #[test]
+    fn a_review_that_could_not_run_is_incomplete_never_merge() {
+        let mut failed = result("a", vec![]);
+        failed.status = AgentStatus::Failed;
+        failed.error = Some("the model API answered 401".into());
+        let mut timed_out = result("b", vec![]);
+        timed_out.status = AgentStatus::TimedOut;
+        let report = consolidate(
+            &manifest(&["a", "b"]),
+            vec![failed, timed_out],
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        );
+        assert_eq!(report.verdict.verdict, Verdict::Incomplete);
+        assert!(report.verdict.reason.contains("no agent completed"));
+
+        let nobody = consolidate(
+            &manifest(&["a"]),
+            vec![],
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        );
+        assert_eq!(nobody.verdict.verdict, Verdict::Incomplete);
+
+        let mut prose = manifest(&["a"]);
+        prose.job.source = deep_review_protocol::Source::InlineDiff {
+            diff: "Please review my change, it fixes the login bug.\n".into(),
+        };
+        let report = consolidate(
+            &prose,
+            vec![result("a", vec![])],
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        );
+        assert_eq!(report.verdict.verdict, Verdict::Incomplete);
+        assert!(report.verdict.reason.contains("diff could not be read"));
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! Findings linked by mergeable pairs form regions. Within a region, the agents' findings are
 //! assigned to groups one agent at a time by a maximum-weight matching (Kuhn-Munkres), so each
 //! agent contributes at most one finding per group and the assignment is the best in total,
-//! not first-come. A finding joins a group when its mean score against the group's members
-//! reaches the threshold.
+//! not first-come. A finding joins a group when it may merge with one of the group's members
+//! and its mean score against all of them reaches four fifths of the threshold, so a finding
+//! that matches one member but not the others cannot chain two problems together.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -30,6 +31,9 @@ use crate::similarity::{shared, tokens, Interner};
 /// Matrices larger than this (rows × columns) are assigned greedily, best pair first:
 /// Kuhn-Munkres is cubic, and a region that large is a pathological input.
 const LARGEST_MATCHING: usize = 300 * 300;
+/// Regions with more groups than this are not re-joined after the assignment (the pass is
+/// quadratic in groups per step).
+const LARGEST_JOIN: usize = 200;
 /// Tokens or code lines shared by more findings than this are too common to propose
 /// candidates for the same-content rule (they still count in the scores).
 const COMMON_POSTING: usize = 32;
@@ -37,6 +41,8 @@ const COMMON_POSTING: usize = 32;
 /// content scores. Slightly over half: agents describe one bug in very different words far
 /// more often than they point two different bugs at the same lines.
 const PLACE_WEIGHT: f64 = 0.6;
+/// The share of the threshold a finding's mean score against a group must reach.
+const GROUP_MEAN_SHARE: f64 = 0.8;
 /// Findings assumed beyond the review's own when weighing words (see [`Scorer::new`]).
 const BACKGROUND_FINDINGS: f64 = 10.0;
 /// Scores are compared as integers in the matching; this many steps per unit.
@@ -223,9 +229,9 @@ fn group_region(
     let threshold = scorer.settings.merge_threshold;
     let mut groups: Vec<Group> = Vec::new();
     for (_, agent_items) in by_agent {
-        // Linkage of each of this agent's items to each group: its mean score against the
-        // group's members, eligible when that mean reaches the threshold and its best
-        // member is a mergeable pair.
+        // Linkage of each of this agent's items to each group: eligible when its best member
+        // is a mergeable pair and its mean score against all members reaches four fifths
+        // of the threshold; weighted by the best pair's score.
         let mut links: Vec<Vec<Option<Link>>> = Vec::new();
         for &item in &agent_items {
             let row = groups
@@ -242,7 +248,7 @@ fn group_region(
                         .into_iter()
                         .filter(|(_, score)| score.rule.is_some())
                         .max_by(|left, right| left.1.score.total_cmp(&right.1.score))?;
-                    (mean >= threshold).then_some(Link {
+                    (mean >= GROUP_MEAN_SHARE * threshold).then_some(Link {
                         mean,
                         best_member,
                         best,
@@ -268,7 +274,8 @@ fn group_region(
                 agent: item.agent.clone(),
                 original_id: item.finding.id.clone(),
                 matched_agent: items[best_member].agent.clone(),
-                score: round_score(mean),
+                score: round_score(best.score),
+                group_mean: round_score(mean),
                 threshold,
                 rule: best.rule.unwrap_or(GroupingRule::SamePlace),
                 // Worded only now, for the pairs that merged.
@@ -291,7 +298,89 @@ fn group_region(
             }
         }
     }
+    join_groups(scorer, &pair, &mut groups);
     groups
+}
+
+/// Agents are added in line-up order, so a finding of an early agent can be left alone only
+/// because the finding that links it to a group came from a later agent. Joins groups of
+/// disjoint agents that may merge (a mergeable pair between them, and a mean over all their
+/// pairs of at least four fifths of the threshold), best first.
+fn join_groups(
+    scorer: &Scorer<'_>,
+    pair: &dyn Fn(usize, usize) -> PairScore,
+    groups: &mut Vec<Group>,
+) {
+    if groups.len() > LARGEST_JOIN {
+        return;
+    }
+    let items = scorer.items;
+    let threshold = scorer.settings.merge_threshold;
+    loop {
+        // (weight, kept group, absorbed group, mean over the two groups' pairs, and the
+        // best mergeable pair between them: its member in the absorbed group, then in the kept
+        // one)
+        let mut best: Option<(f64, usize, usize, f64, (usize, usize))> = None;
+        for first in 0..groups.len() {
+            for second in first + 1..groups.len() {
+                let shares_agent = groups[first].members.iter().any(|&one| {
+                    groups[second]
+                        .members
+                        .iter()
+                        .any(|&other| items[one].rank == items[other].rank)
+                });
+                if shares_agent {
+                    continue;
+                }
+                let scores: Vec<(usize, usize, PairScore)> = groups[first]
+                    .members
+                    .iter()
+                    .flat_map(|&one| {
+                        groups[second]
+                            .members
+                            .iter()
+                            .map(move |&other| (one, other))
+                    })
+                    .map(|(one, other)| (other, one, pair(one, other)))
+                    .collect();
+                let mean = scores.iter().map(|(_, _, score)| score.score).sum::<f64>()
+                    / scores.len() as f64;
+                let Some((joining, matched, linking)) = scores
+                    .iter()
+                    .filter(|(_, _, score)| score.rule.is_some())
+                    .max_by(|left, right| left.2.score.total_cmp(&right.2.score))
+                else {
+                    continue;
+                };
+                let weight = (linking.score + mean) / 2.0;
+                if mean >= GROUP_MEAN_SHARE * threshold
+                    && best.is_none_or(|(best_weight, ..)| weight > best_weight)
+                {
+                    best = Some((weight, first, second, mean, (*joining, *matched)));
+                }
+            }
+        }
+        let Some((_, kept, absorbed, mean, (joining, matched))) = best else {
+            return;
+        };
+        let absorbed = groups.remove(absorbed);
+        let kept = &mut groups[kept];
+        // The absorbed group's own evidence says how its members joined each other; this
+        // entry says which pair links it to the kept group.
+        let linking = scorer.score(joining.min(matched), joining.max(matched), true);
+        kept.evidence.push(GroupingEvidence {
+            agent: items[joining].agent.clone(),
+            original_id: items[joining].finding.id.clone(),
+            matched_agent: items[matched].agent.clone(),
+            score: round_score(linking.score),
+            group_mean: round_score(mean),
+            threshold,
+            rule: linking.rule.unwrap_or(GroupingRule::SamePlace),
+            signals: linking.signals,
+        });
+        kept.members.extend(absorbed.members);
+        kept.evidence.extend(absorbed.evidence);
+    }
 }
 
 /// How one finding may join one group.
@@ -313,9 +402,9 @@ fn assign(links: &[Vec<Option<Link>>]) -> Vec<(usize, usize)> {
         return Vec::new();
     }
     let weight = |row: usize, column: usize| -> i64 {
-        links[row][column]
-            .as_ref()
-            .map_or(0, |link| (link.mean * SCORE_STEPS).round() as i64)
+        links[row][column].as_ref().map_or(0, |link| {
+            ((link.best.score + link.mean) / 2.0 * SCORE_STEPS).round() as i64
+        })
     };
     if rows * columns <= LARGEST_MATCHING {
         // Kuhn-Munkres assigns every row, so it needs no more rows than columns.

@@ -537,3 +537,55 @@ fn findings_beyond_the_cap_are_named_in_the_report() {
         "the original output keeps all"
     );
 }
+
+/// The static reviewer comes first in the line-up and its wording shares nothing with the
+/// first model's; only the second model's report links the two. Adding agents in line-up
+/// order would leave the static reviewer's report alone; the groups are joined afterwards.
+#[test]
+fn a_report_linked_only_through_a_later_agent_still_joins() {
+    let mut builtin = with_code(
+        finding(
+            "I2",
+            Severity::Important,
+            "Error swallowed by an empty handler",
+            "The error is caught and discarded; failures become silent and the code \
+             continues in an unknown state. Seen in `app/service.py` at line 8.",
+            &[("app/service.py", 8, 9)],
+        ),
+        "    8 |     except Exception:\n    9 |         pass",
+    );
+    builtin.category = Some("error-handling".to_string());
+    let mut stand_in = finding(
+        "I1",
+        Severity::Important,
+        "A failed charge is silently ignored",
+        "Found by the stand-in model.",
+        &[("app/service.py", 8, 8)],
+    );
+    stand_in.locations[0].end_line = None;
+    let report = run(vec![
+        agent("builtin", vec![builtin]),
+        agent("sonnet", vec![stand_in]),
+        agent(
+            "claude-code",
+            vec![finding(
+                "C1",
+                Severity::Critical,
+                "Failures of charge() are swallowed by except/pass",
+                "A failed charge is silently ignored.",
+                &[("app/service.py", 8, 9)],
+            )],
+        ),
+    ]);
+    assert_eq!(
+        groups(&report),
+        expected(&[&["builtin:I2", "claude-code:C1", "sonnet:I1"]]),
+        "{:#?}",
+        report.findings
+    );
+    let evidence = &report.findings[0].grouping;
+    assert_eq!(evidence.len(), 2, "{evidence:#?}");
+    assert!(evidence
+        .iter()
+        .all(|entry| entry.score >= entry.threshold && entry.group_mean >= 0.8 * entry.threshold));
+}

@@ -12,6 +12,6 @@ mod repository;
 pub use diff::{
     parse_unified_diff, split_by_file, ChangeKind, DiffLine, FileDiff, FileSection, Hunk, LineKind,
 };
-pub use mirror::MirrorCache;
+pub use mirror::{is_local_git_url, MirrorCache};
 pub use paths::{is_test_path, PathFilter, PatternError};
 pub use repository::{remove_orphaned_worktree, GitError, Repository, Worktree, EMPTY_TREE};

@@ -10,6 +10,20 @@ use tokio::sync::Mutex;
 use crate::repository::run_git;
 use crate::{GitError, Repository};
 
+/// Whether `url` names a repository on this machine's filesystem (`file://`, or a path)
+/// rather than on a git server (`https://`, `ssh://`, `git://`, or `host:path`).
+pub fn is_local_git_url(url: &str) -> bool {
+    let url = url.trim();
+    if let Some((scheme, _)) = url.split_once("://") {
+        return scheme.eq_ignore_ascii_case("file");
+    }
+    // git's scp-like syntax, `[user@]host:path`: a colon before any slash.
+    match url.find(':') {
+        Some(colon) => url[..colon].contains('/') || colon == 0,
+        None => true,
+    }
+}
+
 /// Bare mirrors under one directory, one per URL.
 pub struct MirrorCache {
     root: PathBuf,
@@ -204,5 +218,32 @@ mod tests {
         let refused = cache.repository("ext::sh -c touch% /tmp/pwned", &[]).await;
         assert!(refused.is_err());
         assert!(cache.repository("--upload-pack=evil", &[]).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::is_local_git_url;
+
+    #[test]
+    fn local_and_remote_urls() {
+        for local in [
+            "file:///srv/private",
+            "FILE:///srv/private",
+            "/srv/private",
+            "../private",
+            "private",
+            "./a:b",
+        ] {
+            assert!(is_local_git_url(local), "{local}");
+        }
+        for remote in [
+            "https://github.com/acme/shop.git",
+            "ssh://git@github.com/acme/shop.git",
+            "git@github.com:acme/shop.git",
+            "git://example.com/shop",
+        ] {
+            assert!(!is_local_git_url(remote), "{remote}");
+        }
     }
 }

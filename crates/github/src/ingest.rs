@@ -223,7 +223,11 @@ pub async fn pull_request(
                         operator_agents,
                         &settings.repository_config,
                     );
-                    request.agents = applied.agents;
+                    request.agents = applied
+                        .agents
+                        .iter()
+                        .map(|agent| agent.name.clone())
+                        .collect();
                     request.policy = applied.policy;
                     request.daily_usd_limit = applied.daily_usd_limit;
                     request.notices.extend(applied.notices);

@@ -560,7 +560,10 @@ pub async fn check_run(
         }
         Some(report) => {
             let conclusion =
-                if settings.fail_check_on_rework && report.verdict.verdict == Verdict::Rework {
+                // A gate that fails on Rework fails on a review that could not run too.
+                if settings.fail_check_on_rework
+                    && matches!(report.verdict.verdict, Verdict::Rework | Verdict::Incomplete)
+                {
                     "failure"
                 } else {
                     "neutral"

@@ -33,8 +33,8 @@ pub struct GitHubSettings {
     pub checkout: CheckoutMode,
     /// The check run's name, shown in the PR's checks list.
     pub check_run_name: String,
-    /// Whether a `rework` verdict fails the check run; off, the check is always neutral
-    /// and deep-review never blocks a merge.
+    /// Whether a `rework` (or `incomplete`: the review could not run) verdict fails the
+    /// check run; off, the check is always neutral and deep-review never blocks a merge.
     pub fail_check_on_rework: bool,
     /// Whether findings get inline review comments on their lines.
     pub inline_comments: bool,

@@ -417,9 +417,12 @@ pub struct ReviewRequest {
     /// Round number, when the requester tracks rounds; 1 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round: Option<u32>,
-    /// The line-up; empty means the scheduler's configured default.
+    /// Names of agents from the operator's line-up to run; empty means the whole line-up.
+    /// Only names: a request can never define a runner, a command, an endpoint or the
+    /// variable a key is read from, since whoever can reach the API could otherwise run
+    /// code on the workers or send their secrets anywhere.
     #[serde(default)]
-    pub agents: Vec<AgentSpec>,
+    pub agents: Vec<String>,
     /// Items declined in earlier rounds ("do not re-suggest").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub declined: Vec<String>,

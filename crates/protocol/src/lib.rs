@@ -121,4 +121,21 @@ mod tests {
         // A finding's own fields are described inline.
         assert!(text.contains("severity"));
     }
+
+    #[test]
+    fn a_review_request_names_agents_and_cannot_define_one() {
+        let named: ReviewRequest = serde_json::from_str(
+            r#"{"source": {"kind": "inline-diff", "diff": "x"}, "agents": ["claude", "builtin"]}"#,
+        )
+        .unwrap();
+        assert_eq!(named.agents, ["claude", "builtin"]);
+        let defined = serde_json::from_str::<ReviewRequest>(
+            r#"{"source": {"kind": "inline-diff", "diff": "x"}, "agents": [{"name": "x", "runner": "command", "command": ["/bin/sh"]}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            defined.to_string().contains("expected a string"),
+            "{defined}"
+        );
+    }
 }

@@ -19,6 +19,9 @@ pub enum Verdict {
     MergeWithFixes,
     /// Critical problems: rework before merging.
     Rework,
+    /// The review could not run (no agent completed, or the change could not be read):
+    /// nothing was reviewed, so nothing may be concluded, least of all Merge.
+    Incomplete,
 }
 
 impl Verdict {
@@ -28,6 +31,7 @@ impl Verdict {
             Verdict::Merge => "Merge",
             Verdict::MergeWithFixes => "Merge with fixes",
             Verdict::Rework => "Rework",
+            Verdict::Incomplete => "Incomplete",
         }
     }
 }
@@ -164,9 +168,12 @@ pub struct GroupingEvidence {
     pub original_id: Option<String>,
     /// The agent of the already grouped finding it matched best.
     pub matched_agent: String,
-    /// Combined score from 0 to 1: the mean of its scores against every finding already in
-    /// the group.
+    /// Combined score from 0 to 1 against the best-matched finding, compared with the
+    /// threshold.
     pub score: f64,
+    /// Its mean score against every finding already in the group, which must reach four
+    /// fifths of the threshold, so one good match cannot chain two different problems.
+    pub group_mean: f64,
     /// The score a merge needs, as configured, so the margin is visible.
     pub threshold: f64,
     /// The rule that allowed the merge with the best-matched finding.

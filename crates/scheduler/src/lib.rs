@@ -113,6 +113,19 @@ impl Scheduler {
                  `distributed.shared_filesystem` is off; send the diff inline or a git URL instead"
             )));
         }
+        // A file:// URL or a path would make a worker read (and report) a repository on its
+        // own disk, which the requester may not be allowed to see.
+        if let (Source::GitRemote { url, .. }, false) =
+            (&request.source, self.settings.shared_filesystem)
+        {
+            if deep_review_git::is_local_git_url(url) {
+                return Err(SchedulerError::InvalidRequest(format!(
+                    "the git URL {} names a repository on the workers' own filesystem, which is refused \
+                     while `distributed.shared_filesystem` is off; use an https://, ssh:// or git:// URL",
+                    deep_review_transport::redact_url(url)
+                )));
+            }
+        }
         let explicit_round = request.round;
         let repository_limit = request.daily_usd_limit;
         let mut job = prepare_job(request, &self.settings, Utc::now()).await?;
@@ -256,11 +269,7 @@ pub async fn prepare_job(
     settings: &SchedulerSettings,
     now: DateTime<Utc>,
 ) -> Result<ReviewJob, SchedulerError> {
-    let agents = if request.agents.is_empty() {
-        settings.default_agents.clone()
-    } else {
-        request.agents
-    };
+    let agents = select_agents(&settings.default_agents, &request.agents)?;
     validate_agents(&agents)?;
     deep_review_git::PathFilter::new(&request.policy.excluded_paths)
         .map_err(|error| SchedulerError::InvalidRequest(error.to_string()))?;
@@ -355,6 +364,33 @@ pub async fn prepare_job(
     })
 }
 
+/// The agents of `line_up` that `names` ask for, in the order asked; the whole line-up when
+/// `names` is empty.
+fn select_agents(
+    line_up: &[AgentSpec],
+    names: &[String],
+) -> Result<Vec<AgentSpec>, SchedulerError> {
+    if names.is_empty() {
+        return Ok(line_up.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            line_up
+                .iter()
+                .find(|agent| &agent.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<&str> = line_up.iter().map(|agent| agent.name.as_str()).collect();
+                    SchedulerError::InvalidRequest(format!(
+                        "no agent named `{name}` is configured (configured: {}); a request can only name agents of the operator's line-up",
+                        known.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
 fn validate_agents(agents: &[AgentSpec]) -> Result<(), SchedulerError> {
     if agents.is_empty() {
         return Err(SchedulerError::InvalidRequest(
@@ -424,14 +460,17 @@ mod tests {
 
     fn settings() -> SchedulerSettings {
         SchedulerSettings {
-            default_agents: vec![agent("builtin")],
+            default_agents: ["builtin", "a", "b", "expensive"]
+                .into_iter()
+                .map(agent)
+                .collect(),
             deadline_grace: Duration::from_secs(30),
             shared_filesystem: true,
             budget: Budget::default(),
         }
     }
 
-    fn diff_request(agents: Vec<AgentSpec>) -> ReviewRequest {
+    fn diff_request(agents: &[&str]) -> ReviewRequest {
         ReviewRequest {
             schema_version: SCHEMA_VERSION,
             source: Source::InlineDiff {
@@ -439,7 +478,7 @@ mod tests {
             },
             pull_request: PullRequestMetadata::default(),
             round: None,
-            agents,
+            agents: agents.iter().map(|name| name.to_string()).collect(),
             declined: Vec::new(),
             policy: Default::default(),
             daily_usd_limit: None,
@@ -453,10 +492,7 @@ mod tests {
         let store = MemoryResultStore::new();
         let scheduler =
             Scheduler::new(Arc::new(queue.clone()), Arc::new(store.clone()), settings());
-        let job = scheduler
-            .submit(diff_request(vec![agent("a"), agent("b")]))
-            .await
-            .unwrap();
+        let job = scheduler.submit(diff_request(&["a", "b"])).await.unwrap();
         assert_eq!(queue.ready_count(), 2);
         let manifest = store.manifest(&job.id).await.unwrap().unwrap();
         assert_eq!(manifest.expected_agents, vec!["a", "b"]);
@@ -467,32 +503,46 @@ mod tests {
     #[tokio::test]
     async fn default_line_up_and_validation() {
         let now = Utc::now();
-        let job = prepare_job(diff_request(vec![]), &settings(), now)
+        let job = prepare_job(diff_request(&[]), &settings(), now)
             .await
             .unwrap();
         assert_eq!(job.agents[0].name, "builtin");
 
-        let duplicate = prepare_job(diff_request(vec![agent("a"), agent("a")]), &settings(), now)
+        // A request names agents of the line-up; it can never define one.
+        let unknown = prepare_job(diff_request(&["a", "shell"]), &settings(), now)
             .await
             .unwrap_err();
+        assert!(
+            unknown.to_string().contains(
+                "no agent named `shell` is configured (configured: builtin, a, b, expensive)"
+            ),
+            "{unknown}"
+        );
+        let chosen = prepare_job(diff_request(&["b", "a"]), &settings(), now)
+            .await
+            .unwrap();
+        let names: Vec<&str> = chosen
+            .agents
+            .iter()
+            .map(|agent| agent.name.as_str())
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+
+        let duplicate = validate_agents(&[agent("a"), agent("a")]).unwrap_err();
         assert!(
             duplicate.to_string().contains("appears twice"),
             "{duplicate}"
         );
 
-        let bad_name = prepare_job(diff_request(vec![agent("../x")]), &settings(), now)
-            .await
-            .unwrap_err();
+        let bad_name = validate_agents(&[agent("../x")]).unwrap_err();
         assert!(bad_name.to_string().contains("../x"), "{bad_name}");
 
         let mut command = agent("c");
         command.runner = RunnerKind::Command;
-        let no_command = prepare_job(diff_request(vec![command]), &settings(), now)
-            .await
-            .unwrap_err();
+        let no_command = validate_agents(&[command]).unwrap_err();
         assert!(no_command.to_string().contains("sets no `command`"));
 
-        let mut empty = diff_request(vec![]);
+        let mut empty = diff_request(&[]);
         empty.source = Source::InlineDiff { diff: " \n".into() };
         assert!(prepare_job(empty, &settings(), now).await.is_err());
     }
@@ -503,7 +553,7 @@ mod tests {
         let store = MemoryResultStore::new();
         let scheduler =
             Scheduler::new(Arc::new(queue.clone()), Arc::new(store.clone()), settings());
-        let mut request = diff_request(vec![agent("a")]);
+        let mut request = diff_request(&["a"]);
         request.pull_request.repository = Some("acme/shop".into());
         request.pull_request.number = Some(7);
         let first = scheduler.submit(request.clone()).await.unwrap();
@@ -528,7 +578,7 @@ mod tests {
             Arc::new(store),
             settings(),
         );
-        let mut request = diff_request(vec![]);
+        let mut request = diff_request(&[]);
         request.pull_request.repository = Some("acme/shop".into());
         request.declined = vec!["Split the reconciler".into()];
         let job = scheduler.submit(request).await.unwrap();
@@ -547,7 +597,7 @@ mod tests {
             .add_cost("earlier", Some("acme/shop"), today, 12.5)
             .await
             .unwrap();
-        let mut request = diff_request(vec![agent("expensive")]);
+        let mut request = diff_request(&["expensive"]);
         request.pull_request.repository = Some("acme/shop".into());
 
         let mut deferring = settings();
@@ -613,7 +663,7 @@ mod tests {
             everything,
         );
         let job = scheduler
-            .submit(diff_request(vec![agent("expensive")]))
+            .submit(diff_request(&["expensive"]))
             .await
             .unwrap();
         assert!(
@@ -632,14 +682,32 @@ mod tests {
             Arc::new(MemoryResultStore::new()),
             no_sharing,
         );
-        let mut request = diff_request(vec![]);
+        let mut request = diff_request(&[]);
         request.source = Source::LocalRepo {
             path: "/srv/repo".into(),
             base: "a".into(),
             head: "b".into(),
         };
-        let error = scheduler.submit(request).await.unwrap_err();
+        let error = scheduler.submit(request.clone()).await.unwrap_err();
         assert!(error.to_string().contains("shared_filesystem"), "{error}");
+        for url in ["file:///srv/private", "/srv/private", "private/repo"] {
+            request.source = Source::GitRemote {
+                url: url.into(),
+                base_sha: "a".repeat(40),
+                head_sha: "b".repeat(40),
+            };
+            let error = scheduler.submit(request.clone()).await.unwrap_err();
+            assert!(
+                error.to_string().contains("workers' own filesystem"),
+                "{url}: {error}"
+            );
+        }
+        request.source = Source::GitRemote {
+            url: "https://github.com/acme/shop.git".into(),
+            base_sha: "a".repeat(40),
+            head_sha: "b".repeat(40),
+        };
+        scheduler.submit(request).await.unwrap();
     }
 
     #[test]

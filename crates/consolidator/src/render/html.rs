@@ -247,6 +247,7 @@ fn header_table(out: &mut String, report: &Report) {
         Verdict::Merge => "merge",
         Verdict::MergeWithFixes => "merge_with_fixes",
         Verdict::Rework => "rework",
+        Verdict::Incomplete => "incomplete",
     };
     row(
         "Verdict",

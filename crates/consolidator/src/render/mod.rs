@@ -47,11 +47,12 @@ pub(crate) fn grouping_lines(report: &Report, finding: &ConsolidatedFinding) -> 
                 GroupingRule::SameContent => "same content",
             };
             format!(
-                "{}{original} joined {}'s report: score {:.2} (merge at {:.2}), {rule}: {}",
+                "{}{original} joined {}'s report: score {:.2} (merge at {:.2}; mean over the group {:.2}), {rule}: {}",
                 report.display_name(&evidence.agent),
                 report.display_name(&evidence.matched_agent),
                 evidence.score,
                 evidence.threshold,
+                evidence.group_mean,
                 evidence.signals.join("; ")
             )
         })
