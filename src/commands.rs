@@ -265,6 +265,7 @@ pub async fn consolidate(
     };
     let report = build_report(&manifest, results, &settings.consolidation, Utc::now());
     FilesPublisher::into_directory(&arguments.out, settings.output.formats.clone())
+        .with_secret_masking(deep_review_worker::mask_secrets)
         .publish(&manifest, &report)
         .await?;
     summarise(&report, &arguments.out, settings);

@@ -139,10 +139,10 @@ pub async fn review(
     .with_progress(progress_sender);
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
 
-    let publisher: Arc<dyn Publisher> = Arc::new(FilesPublisher::into_directory(
-        out,
-        settings.output.formats.clone(),
-    ));
+    let publisher: Arc<dyn Publisher> = Arc::new(
+        FilesPublisher::into_directory(out, settings.output.formats.clone())
+            .with_secret_masking(deep_review_worker::mask_secrets),
+    );
     let consolidator = Consolidator::new(
         Arc::new(store.clone()),
         vec![publisher],

@@ -428,10 +428,13 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn ResultStore> = Arc::new(connect_store(settings, &shutdown).await?);
     readiness.watch_store(Arc::clone(&store));
     readiness.set(true);
-    let mut publishers: Vec<Arc<dyn Publisher>> = vec![Arc::new(FilesPublisher::per_review(
-        &settings.distributed.reports_directory,
-        settings.output.formats.clone(),
-    ))];
+    let mut publishers: Vec<Arc<dyn Publisher>> = vec![Arc::new(
+        FilesPublisher::per_review(
+            &settings.distributed.reports_directory,
+            settings.output.formats.clone(),
+        )
+        .with_secret_masking(deep_review_worker::mask_secrets),
+    )];
     if let Some(github_settings) = &settings.github {
         publishers.push(Arc::new(GitHubPublisher::new(
             Arc::new(GitHub::connect(github_settings)?),
@@ -772,6 +775,7 @@ pub async fn submit(settings: &Settings, arguments: SubmitArguments) -> anyhow::
         ));
     };
     FilesPublisher::into_directory(&arguments.out, settings.output.formats.clone())
+        .with_secret_masking(deep_review_worker::mask_secrets)
         .publish(&ReviewManifest::for_job(&job), &report)
         .await?;
     summarise(&report, &arguments.out, settings);

@@ -424,8 +424,21 @@ fn redact(value: &mut toml::Value, key: Option<&str>) {
             }
         }
         toml::Value::Array(items) => {
+            // A command's `--token VALUE` carries the secret in the item after the flag.
+            let mut after_secret_flag = false;
             for item in items {
-                redact(item, key);
+                let flag_names_secret = item.as_str().is_some_and(|text| {
+                    text.starts_with('-')
+                        && !text.contains('=')
+                        && secret_key(text.trim_start_matches('-').replace('-', "_").as_str())
+                });
+                match item {
+                    toml::Value::String(text) if after_secret_flag && !text.starts_with('-') => {
+                        *text = "<redacted>".to_string();
+                    }
+                    _ => redact(item, key),
+                }
+                after_secret_flag = flag_names_secret;
             }
         }
         toml::Value::String(text) => {
@@ -465,14 +478,21 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         let mut value: toml::Value = toml::from_str(
-            "broker = 'amqp://user:hunter2@host/'\ngithub_token = 'abc'\napi_key_env = 'ANTHROPIC_API_KEY'\n[[agents]]\ncommand = ['tool', '--api-key=xyz', '--verbose']\n",
+            "broker = 'amqp://user:hunter2@host/'\ngithub_token = 'abc'\napi_key_env = 'ANTHROPIC_API_KEY'\n[[agents]]\ncommand = ['tool', '--api-key=xyz', '--verbose', '--token', 'tok-two-argument', '--model', 'opus']\n",
         )
         .unwrap();
         redact(&mut value, None);
         let text = value.to_string();
         assert!(
-            !text.contains("abc") && !text.contains("xyz") && !text.contains("hunter2"),
+            !text.contains("abc")
+                && !text.contains("xyz")
+                && !text.contains("hunter2")
+                && !text.contains("tok-two-argument"),
             "{text}"
+        );
+        assert!(
+            text.contains("opus"),
+            "an ordinary flag's value stays: {text}"
         );
         assert!(text.contains("amqp://user:***@host/"), "{text}");
         assert!(text.contains("ANTHROPIC_API_KEY"), "{text}");

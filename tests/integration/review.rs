@@ -342,3 +342,38 @@ fn repo_context_reaches_the_next_review_and_declined_items_are_acknowledged() {
         .is_file());
     assert!(repository.git(&["status", "--porcelain"]).is_empty());
 }
+
+/// The job file beside the report quotes the diff; a secret in it is masked as in the report.
+#[test]
+fn review_json_masks_secrets_as_the_report_does() {
+    let secret = "AKIAZ7QW3RT5YU8IO2PL";
+    let diff = format!(
+        "diff --git a/config.toml b/config.toml\n--- a/config.toml\n+++ b/config.toml\n@@ -1,1 +1,2 @@\n x = 1\n+aws_access_key_id = \"{secret}\"\n"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let output = deep_review_with(
+        &[
+            "review",
+            "--diff",
+            "-",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--quiet",
+        ],
+        &[],
+        Some(&diff),
+    );
+    assert!(
+        output
+            .status
+            .code()
+            .is_some_and(|code| code != 1 && code != 4),
+        "{output:?}"
+    );
+    for file in ["review.json", "report.md", "report.html", "report.json"] {
+        let text = std::fs::read_to_string(out.path().join(file)).unwrap();
+        assert!(!text.contains(secret), "{file} shows the secret");
+    }
+    let job = std::fs::read_to_string(out.path().join("review.json")).unwrap();
+    assert!(job.contains("AKIA****"), "{job}");
+}

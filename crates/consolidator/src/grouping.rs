@@ -27,6 +27,7 @@ use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 
 use crate::engine::ConsolidationSettings;
 use crate::similarity::{shared, tokens, Interner};
+use crate::stable_hash;
 
 /// Matrices larger than this (rows × columns) are assigned greedily, best pair first:
 /// Kuhn-Munkres is cubic, and a region that large is a pathological input.
@@ -129,7 +130,8 @@ impl ItemBuilder {
             .code
             .iter()
             .filter_map(|line| normalised_code_line(line))
-            .map(|line| stable_hash(&line))
+            // The top bit stays free: the candidate index marks code lines with it.
+            .map(|line| stable_hash(&line) >> 1)
             .collect();
         code.sort_unstable();
         code.dedup();
@@ -317,10 +319,7 @@ fn join_groups(
     let items = scorer.items;
     let threshold = scorer.settings.merge_threshold;
     loop {
-        // (weight, kept group, absorbed group, mean over the two groups' pairs, and the
-        // best mergeable pair between them: its member in the absorbed group, then in the kept
-        // one)
-        let mut best: Option<(f64, usize, usize, f64, (usize, usize))> = None;
+        let mut best: Option<GroupJoin> = None;
         for first in 0..groups.len() {
             for second in first + 1..groups.len() {
                 let shares_agent = groups[first].members.iter().any(|&one| {
@@ -354,13 +353,28 @@ fn join_groups(
                 };
                 let weight = (linking.score + mean) / 2.0;
                 if mean >= GROUP_MEAN_SHARE * threshold
-                    && best.is_none_or(|(best_weight, ..)| weight > best_weight)
+                    && best.as_ref().is_none_or(|best| weight > best.weight)
                 {
-                    best = Some((weight, first, second, mean, (*joining, *matched)));
+                    best = Some(GroupJoin {
+                        weight,
+                        kept: first,
+                        absorbed: second,
+                        mean,
+                        joining: *joining,
+                        matched: *matched,
+                    });
                 }
             }
         }
-        let Some((_, kept, absorbed, mean, (joining, matched))) = best else {
+        let Some(GroupJoin {
+            kept,
+            absorbed,
+            mean,
+            joining,
+            matched,
+            ..
+        }) = best
+        else {
             return;
         };
         let absorbed = groups.remove(absorbed);
@@ -381,6 +395,21 @@ fn join_groups(
         kept.members.extend(absorbed.members);
         kept.evidence.extend(absorbed.evidence);
     }
+}
+
+/// Two groups that may be joined, and why.
+struct GroupJoin {
+    /// The linking pair's score and the mean, averaged: what the best join maximises.
+    weight: f64,
+    /// The group that stays, and the one joined into it.
+    kept: usize,
+    absorbed: usize,
+    /// The mean score over every pair across the two groups.
+    mean: f64,
+    /// The best mergeable pair between them: its member in the absorbed group, then in the
+    /// kept one.
+    joining: usize,
+    matched: usize,
 }
 
 /// How one finding may join one group.
@@ -965,13 +994,6 @@ fn normalised_code_line(line: &str) -> Option<String> {
         character.is_alphanumeric() || matches!(character, '_' | ':' | '.' | '/' | '-')
     });
     (substance >= 6 && !bare_name).then_some(folded)
-}
-
-/// FNV-1a: stable across runs and platforms, so groupings never depend on a random seed.
-fn stable_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    }) >> 1
 }
 
 /// Words so common in code that sharing them says nothing about which code is meant.

@@ -17,6 +17,14 @@ pub use publish::{
 };
 pub use service::{Consolidator, ConsolidatorError, ConsolidatorSettings};
 
+/// FNV-1a: stable across runs and platforms, so groupings and file names never depend on a
+/// random seed.
+pub(crate) fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// `19 min 7 s`, `4.2 s`, `350 ms`: durations as the report shows them.
 pub fn format_duration(milliseconds: u64) -> String {
     if milliseconds < 1_000 {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use deep_review_protocol::{Report, ReviewManifest};
+use deep_review_protocol::{redact_url, Report, ReviewJob, ReviewManifest, Source};
 use serde::{Deserialize, Serialize};
 
 use crate::render;
@@ -101,6 +101,9 @@ pub struct FilesPublisher {
     root: PathBuf,
     formats: Vec<OutputFormat>,
     per_review_directory: bool,
+    /// Masks secrets in the text `review.json` quotes (the diff, the PR description), as the
+    /// report masks them.
+    mask_secrets: Option<fn(&str) -> String>,
 }
 
 impl FilesPublisher {
@@ -110,6 +113,7 @@ impl FilesPublisher {
             root: directory.into(),
             formats,
             per_review_directory: false,
+            mask_secrets: None,
         }
     }
 
@@ -119,7 +123,33 @@ impl FilesPublisher {
             root: root.into(),
             formats,
             per_review_directory: true,
+            mask_secrets: None,
         }
+    }
+
+    /// Masks secrets with `mask` in the text `review.json` quotes.
+    pub fn with_secret_masking(mut self, mask: fn(&str) -> String) -> Self {
+        self.mask_secrets = Some(mask);
+        self
+    }
+
+    /// The job as `review.json` shows it: no credentials in a clone URL, and secrets in the
+    /// diff and the description masked.
+    fn shown_job(&self, job: &ReviewJob) -> ReviewJob {
+        let mut job = job.clone();
+        match &mut job.source {
+            Source::GitRemote { url, .. } => *url = redact_url(url),
+            Source::InlineDiff { diff } => {
+                if let Some(mask) = self.mask_secrets {
+                    *diff = mask(diff);
+                }
+            }
+            Source::LocalRepo { .. } => {}
+        }
+        if let (Some(mask), Some(body)) = (self.mask_secrets, job.pull_request.body.as_mut()) {
+            *body = mask(body);
+        }
+        job
     }
 
     /// The directory a review's files go to.
@@ -178,18 +208,29 @@ impl Publisher for FilesPublisher {
             self.write(&directory.join(format.file_name()), content.as_bytes())
                 .await?;
         }
-        let job = serde_json::to_vec_pretty(&manifest.job)
+        let job = serde_json::to_vec_pretty(&self.shown_job(&manifest.job))
             .map_err(|error| self.error(format!("encoding the review job: {error}")))?;
         self.write(&directory.join("review.json"), &job).await?;
         for result in &report.appendix {
             let content = serde_json::to_vec_pretty(result).map_err(|error| {
                 self.error(format!("encoding {}'s result: {error}", result.agent))
             })?;
-            let path = agents_directory.join(format!("{}.json", safe_file_name(&result.agent)));
+            let path = agents_directory.join(format!("{}.json", unique_file_name(&result.agent)));
             self.write(&path, &content).await?;
         }
         Ok(())
     }
+}
+
+/// A file name for `name` that no other name shares: the name itself when it is already a
+/// safe file name, otherwise its safe form plus a hash of the original, so `a/b` and `a_b`
+/// (both `a_b` when made safe) never overwrite each other's file.
+pub fn unique_file_name(name: &str) -> String {
+    let safe = safe_file_name(name);
+    if safe == name {
+        return safe;
+    }
+    format!("{safe}-{:08x}", crate::stable_hash(name) & 0xffff_ffff)
 }
 
 /// A file name from an agent or review name: anything but `[A-Za-z0-9._-]` becomes `_`,
@@ -221,5 +262,42 @@ mod tests {
         assert_eq!(safe_file_name("claude-opus.4"), "claude-opus.4");
         assert_eq!(safe_file_name(""), "_");
         assert_eq!(safe_file_name(".."), "_");
+    }
+
+    #[test]
+    fn review_json_shows_no_credentials_or_secrets() {
+        let mut job: ReviewJob = serde_json::from_value(serde_json::json!({
+            "id": "r1",
+            "created_at": "2026-01-01T00:00:00Z",
+            "deadline": "2026-01-01T00:10:00Z",
+            "source": {"kind": "git-remote", "url": "https://x-access-token:ghs_secret@github.com/a/b.git", "base_sha": "a", "head_sha": "b"},
+            "round": 1,
+            "agents": []
+        }))
+        .expect("a job");
+        job.pull_request.body = Some("key: SECRET-IN-BODY".into());
+        let publisher = FilesPublisher::into_directory("/nonexistent", Vec::new())
+            .with_secret_masking(|text| text.replace("SECRET-IN-BODY", "SECR****"));
+        let shown = serde_json::to_string(&publisher.shown_job(&job)).expect("json");
+        assert!(!shown.contains("ghs_secret"), "{shown}");
+        assert!(shown.contains("x-access-token:***@github.com"), "{shown}");
+        assert!(!shown.contains("SECRET-IN-BODY"), "{shown}");
+        job.source = Source::InlineDiff {
+            diff: "+password = SECRET-IN-BODY\n".into(),
+        };
+        let shown = serde_json::to_string(&publisher.shown_job(&job)).expect("json");
+        assert!(!shown.contains("SECRET-IN-BODY"), "{shown}");
+    }
+
+    #[test]
+    fn names_that_clean_to_one_file_name_keep_apart() {
+        assert_eq!(unique_file_name("a_b"), "a_b");
+        let slashed = unique_file_name("a/b");
+        assert!(
+            slashed.starts_with("a_b-") && slashed.len() == "a_b-".len() + 8,
+            "{slashed}"
+        );
+        assert_ne!(unique_file_name("a/b"), unique_file_name("a b"));
+        assert_eq!(unique_file_name("a/b"), slashed, "stable");
     }
 }

@@ -45,7 +45,7 @@ impl MirrorCache {
         if url.starts_with('-') || url.trim().is_empty() {
             return Err(GitError::CommandFailed {
                 arguments: "clone".to_string(),
-                repository: url.to_string(),
+                repository: deep_review_protocol::redact_url(url),
                 stderr: "not a repository URL".to_string(),
             });
         }
@@ -116,7 +116,7 @@ impl MirrorCache {
                     .await
                     .map_err(|_| GitError::UnknownRevision {
                         revision: commit.to_string(),
-                        repository: url.to_string(),
+                        repository: deep_review_protocol::redact_url(url),
                         stderr: "the commit is not on the remote".to_string(),
                     })?;
                 }

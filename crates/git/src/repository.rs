@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use deep_review_protocol::redact_urls_in;
 use tokio::process::Command;
 
 /// A failure to read from git.
@@ -479,10 +480,12 @@ pub(crate) async fn run_git(
         .await
         .map_err(GitError::Spawn)?;
     if !output.status.success() {
+        // A clone URL may carry a token (`https://x-access-token:…@host`): errors end up in
+        // logs and reports, so no URL in them keeps its credentials.
         return Err(GitError::CommandFailed {
-            arguments: arguments.join(" "),
-            repository: repository.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            arguments: redact_urls_in(&arguments.join(" ")),
+            repository: redact_urls_in(repository),
+            stderr: redact_urls_in(String::from_utf8_lossy(&output.stderr).trim()),
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())

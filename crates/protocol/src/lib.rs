@@ -30,6 +30,61 @@ pub use result::{
 /// reader of older data could misread; readers refuse versions newer than their own.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// `url` with its password (or, with no password, its whole user part, which is then often
+/// a token: `https://TOKEN@host/…`) replaced by `***`, for logs, errors and reports.
+pub fn redact_url(url: &str) -> String {
+    match url.find("://") {
+        Some(scheme_end) => {
+            let authority_start = scheme_end + 3;
+            let authority_end = url[authority_start..]
+                .find(['/', '?', '#'])
+                .map_or(url.len(), |end| authority_start + end);
+            match url[authority_start..authority_end].rfind('@') {
+                Some(at) => {
+                    let credentials = &url[authority_start..authority_start + at];
+                    let shown = match credentials.split_once(':') {
+                        Some((user, _)) => format!("{user}:***"),
+                        None => "***".to_string(),
+                    };
+                    format!(
+                        "{}{shown}{}",
+                        &url[..authority_start],
+                        &url[authority_start + at..]
+                    )
+                }
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `text` with the credentials of every URL in it redacted (see [`redact_url`]): for error
+/// messages and command lines that quote a URL.
+pub fn redact_urls_in(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(position) = rest.find("://") {
+        // The URL starts at its scheme: letters, digits, `+`, `-` and `.` before `://`.
+        let scheme_start = rest[..position]
+            .rfind(|character: char| {
+                !(character.is_ascii_alphanumeric() || "+-.".contains(character))
+            })
+            .map_or(0, |index| index + 1);
+        let end = rest[position..]
+            .find(|character: char| character.is_whitespace() || "'\"<>`".contains(character))
+            .map_or(rest.len(), |end| position + end);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact_url(&rest[scheme_start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 pub(crate) fn default_schema_version() -> u32 {
     SCHEMA_VERSION
 }
@@ -136,6 +191,30 @@ mod tests {
         assert!(
             defined.to_string().contains("expected a string"),
             "{defined}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("https://ghp_token123@github.com/acme/shop.git"),
+            "https://***@github.com/acme/shop.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/acme/shop.git?x=a@b"),
+            "https://github.com/acme/shop.git?x=a@b",
+            "an @ after the host is not userinfo"
+        );
+        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        assert_eq!(
+            redact_urls_in(
+                "git clone --bare -- https://x-access-token:ghs_abc@github.com/a/b.git /tmp/m failed: 'https://ghs_abc@github.com/a/b.git' not found"
+            ),
+            "git clone --bare -- https://x-access-token:***@github.com/a/b.git /tmp/m failed: 'https://***@github.com/a/b.git' not found"
         );
     }
 }

@@ -17,9 +17,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deep_review_protocol::{AgentResult, AgentTask, Report, ReviewManifest};
 
+pub use deep_review_protocol::redact_url;
 pub use memory_queue::MemoryTaskQueue;
 pub use memory_store::MemoryResultStore;
-pub use rabbitmq::{delete_topology, redact_url, RabbitSettings, RabbitTaskQueue};
+pub use rabbitmq::{delete_topology, RabbitSettings, RabbitTaskQueue};
 pub use redis_store::{delete_prefix, RedisResultStore, RedisSettings};
 
 pub use tokio_util::sync::CancellationToken;

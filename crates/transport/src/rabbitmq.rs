@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deep_review_protocol::{parse_json, AgentTask, RunnerKind};
+use deep_review_protocol::{parse_json, redact_url, AgentTask, RunnerKind};
 use futures_util::stream::{SelectAll, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -180,18 +180,6 @@ async fn declare_queue(
         .await
         .map(|_| ())
         .map_err(|error| unavailable(format!("declaring queue {name}: {error}")))
-}
-
-/// The URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 async fn backoff(attempt: u32, max: Duration) {
@@ -578,17 +566,3 @@ impl Acknowledger for RabbitAcknowledger {
 
 // Dropping an unsettled lapin delivery leaves it unacknowledged on the channel; the broker
 // redelivers it when the channel closes, which is the semantics `Delivery` promises.
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_password() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
-    }
-}

@@ -21,8 +21,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::Mutex;
 
-use crate::rabbitmq::redact_url;
 use crate::{ResultStore, ReviewStatus, StoreOutcome, TransportError};
+use deep_review_protocol::redact_url;
 
 const BACKEND: &str = "Redis";
 

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use builtin::{BuiltinRunner, BuiltinSettings};
+pub use builtin::{mask_secrets, BuiltinRunner, BuiltinSettings};
 pub use change::{remove_orphaned_checkouts, ChangeError, PreparedChange, ORPHANED_CHECKOUT_AGE};
 pub use command::CommandRunner;
 pub use model::{ModelRunner, ModelSettings};

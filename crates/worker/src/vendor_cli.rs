@@ -16,13 +16,14 @@ use crate::{
     AgentRunner, AnswerChannel, CodeAccess, PreparedChange, PriceTable, PromptBuilder, RunnerError,
 };
 
-/// Tools Claude Code may use without asking: reading and searching the checkout, and
-/// read-only git.
-const CLAUDE_ALLOWED_TOOLS: &str =
-    "Read,Grep,Glob,LS,Bash(git log:*),Bash(git show:*),Bash(git blame:*),Bash(git diff:*)";
+/// Tools Claude Code may use without asking: reading and searching the checkout. No shell,
+/// not even git: `git log --output=PATH` (and `diff`/`show` alike) writes files, and the
+/// change's diff and history are in the prompt already.
+const CLAUDE_ALLOWED_TOOLS: &str = "Read,Grep,Glob,LS";
 
-/// Tools Claude Code must not use in a review: nothing that writes or reaches the web.
-const CLAUDE_DISALLOWED_TOOLS: &str = "Edit,Write,MultiEdit,NotebookEdit,WebFetch,WebSearch";
+/// Tools Claude Code must not use in a review: nothing that runs commands, writes or
+/// reaches the web.
+const CLAUDE_DISALLOWED_TOOLS: &str = "Bash,Edit,Write,MultiEdit,NotebookEdit,WebFetch,WebSearch";
 
 /// What Gemini CLI is told with `-p`; the review prompt itself arrives on stdin, which the
 /// CLI puts before it.
@@ -500,10 +501,15 @@ mod tests {
             "--model opus",
             "--effort high",
             "--max-turns 40",
-            "--disallowedTools Edit,Write",
+            "--allowedTools Read,Grep,Glob,LS ",
+            "--disallowedTools Bash,Edit,Write",
         ] {
             assert!(claude.contains(expected), "{expected} in {claude}");
         }
+        assert!(
+            !CLAUDE_ALLOWED_TOOLS.contains("Bash"),
+            "no shell command, git included, may run unasked"
+        );
         agent.runner = RunnerKind::Codex;
         let codex = runner(RunnerKind::Codex).arguments(&agent).join(" ");
         assert!(

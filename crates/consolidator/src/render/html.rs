@@ -2,7 +2,7 @@
 //! badge and a sortable findings table. Agent text is untrusted: Markdown is rendered with
 //! raw HTML turned into plain text, and every other string is escaped.
 
-use pulldown_cmark::{html::push_html, Event, Options, Parser};
+use pulldown_cmark::{html::push_html, CowStr, Event, Options, Parser, Tag};
 
 use deep_review_protocol::{
     AgentRetro, AttributedNote, ConsolidatedFinding, Report, Scope, Severity, Verdict,
@@ -607,11 +607,49 @@ pub(crate) fn markdown_to_html(markdown: &str) -> String {
     )
     .map(|event| match event {
         Event::Html(html) | Event::InlineHtml(html) => Event::Text(html),
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => Event::Start(Tag::Link {
+            link_type,
+            dest_url: safe_url(dest_url),
+            title,
+            id,
+        }),
+        Event::Start(Tag::Image {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => Event::Start(Tag::Image {
+            link_type,
+            dest_url: safe_url(dest_url),
+            title,
+            id,
+        }),
         other => other,
     });
     let mut html = String::new();
     push_html(&mut html, parser);
     html
+}
+
+/// `url` when it is http(s), mailto or a fragment; otherwise `#`. Agents and PR authors write
+/// the Markdown, and a `javascript:`, `vbscript:` or `data:` target would run in the
+/// reader's browser (browsers also ignore tabs and newlines inside a scheme, so anything
+/// not starting with an allowed prefix is refused rather than scanned for bad schemes).
+fn safe_url(url: CowStr<'_>) -> CowStr<'_> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    let allowed = ["http://", "https://", "mailto:", "#"]
+        .iter()
+        .any(|prefix| lower.starts_with(prefix));
+    if allowed {
+        url
+    } else {
+        CowStr::Borrowed("#")
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -644,5 +682,31 @@ mod tests {
             escape("<a href=\"x\">&</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn links_and_images_keep_only_safe_targets() {
+        for target in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "java\tscript:alert(1)",
+            " javascript:alert(1)",
+            "vbscript:msgbox(1)",
+            "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+        ] {
+            let html = markdown_to_html(&format!("[click](<{target}>) ![pixel](<{target}>)"));
+            assert!(
+                !html.to_ascii_lowercase().contains("script:") && !html.contains("data:"),
+                "{target}: {html}"
+            );
+            assert!(html.contains("href=\"#\""), "{html}");
+            assert!(html.contains("src=\"#\""), "{html}");
+        }
+        let html = markdown_to_html(
+            "[docs](https://example.com/a) [mail](mailto:a@example.com) [here](#C1)",
+        );
+        assert!(html.contains("href=\"https://example.com/a\""), "{html}");
+        assert!(html.contains("href=\"mailto:a@example.com\""), "{html}");
+        assert!(html.contains("href=\"#C1\""), "{html}");
     }
 }

@@ -18,6 +18,8 @@
 
 mod rules;
 
+pub use rules::mask_secrets;
+
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;

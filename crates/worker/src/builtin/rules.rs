@@ -403,6 +403,25 @@ pub(crate) fn check(file: &FileUnderReview<'_>, settings: &BuiltinSettings) -> V
     hits
 }
 
+/// `text` with every secret the builtin reviewer recognises masked as the report shows it
+/// (the first four characters kept), line by line: for files that quote the change, such as
+/// the review job.
+pub fn mask_secrets(text: &str) -> String {
+    let mut masked = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (content, ending) = match line.strip_suffix('\n') {
+            Some(content) => (content, "\n"),
+            None => (line, ""),
+        };
+        match secret_in(content).or_else(|| credential_assignment_in(content)) {
+            Some(hidden) => masked.push_str(&hidden),
+            None => masked.push_str(content),
+        }
+        masked.push_str(ending);
+    }
+    masked
+}
+
 /// The line with the secret masked, when it holds one that is not an obvious example.
 fn secret_in(text: &str) -> Option<String> {
     for (_, pattern) in SECRET_PATTERNS.iter() {
@@ -743,6 +762,10 @@ mod tests {
             ),
             vec![("secret", Severity::Critical, 2)]
         );
+        let text = "+token = ghp_0123456789abcdefghijABCDEFGHIJ0123456789\n+plain line\n";
+        let hidden = mask_secrets(text);
+        assert!(!hidden.contains("ghp_0123456789abcdef"), "{hidden}");
+        assert!(hidden.ends_with("+plain line\n"), "{hidden}");
         let masked = secret_in("token = ghp_0123456789abcdefghijABCDEFGHIJ0123456789").unwrap();
         assert!(masked.starts_with("token = ghp_***"), "{masked}");
         assert!(!masked.contains("0123456789abcdef"), "{masked}");
