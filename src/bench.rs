@@ -248,6 +248,7 @@ async fn pipeline(
             concurrency: arguments.concurrency,
             scratch_directory: std::env::temp_dir(),
             drain_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(1),
         },
     );
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));

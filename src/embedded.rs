@@ -134,6 +134,7 @@ pub async fn review(
             concurrency: settings.review.concurrency,
             scratch_directory: settings.scratch_directory(),
             drain_timeout: Duration::from_secs(5),
+            max_backoff: settings.distributed.max_backoff,
         },
     )
     .with_progress(progress_sender);

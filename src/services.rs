@@ -400,6 +400,7 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
             concurrency: settings.review.concurrency,
             scratch_directory: settings.scratch_directory(),
             drain_timeout: settings.distributed.drain_timeout,
+            max_backoff: settings.distributed.max_backoff,
         },
     )
     .with_metrics(metrics);

@@ -228,7 +228,7 @@ pub struct ReviewSettings {
     /// Extra time past the slowest agent's timeout before a partial report is written.
     #[serde(with = "humantime_serde")]
     pub deadline_grace: Duration,
-    /// Times one task may be returned to the queue (a crash, a failed store) before it is
+    /// Times one task may be returned to the queue (a crash, a drain) before it is
     /// dead-lettered as poison; it is delivered at most this plus one times.
     pub delivery_limit: u32,
     /// Where agent worktrees are created; the system temp directory when empty.

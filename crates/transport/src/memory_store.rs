@@ -41,6 +41,9 @@ struct State {
     review_costs: HashMap<String, f64>,
     /// Webhook deliveries seen, with when their record expires.
     deliveries: HashMap<String, std::time::Instant>,
+    /// Result writes still to fail as unavailable, to stand in for a store outage in
+    /// tests of the code that must survive one.
+    failing_result_writes: u32,
 }
 
 struct Review {
@@ -63,6 +66,11 @@ impl MemoryResultStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes the next `count` result writes fail as an outage would.
+    pub fn fail_result_writes(&self, count: u32) {
+        self.lock().failing_result_writes = count;
     }
 
     /// An empty store whose repository context lives in `path` (JSON), so the embedded
@@ -138,6 +146,13 @@ impl ResultStore for MemoryResultStore {
         result: &AgentResult,
     ) -> Result<StoreOutcome, TransportError> {
         let mut state = self.lock();
+        if state.failing_result_writes > 0 {
+            state.failing_result_writes -= 1;
+            return Err(TransportError::Unavailable {
+                backend: "in-memory store",
+                reason: "a simulated outage".to_string(),
+            });
+        }
         let review = state
             .reviews
             .get_mut(review_id)

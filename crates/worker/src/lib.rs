@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use deep_review_protocol::{AgentResult, AgentStatus, AgentTask, RunnerKind, SeverityCounts};
-use deep_review_transport::{CancellationToken, Delivery, ResultStore, TaskQueue};
+use deep_review_transport::{backoff_delay, CancellationToken, Delivery, ResultStore, TaskQueue};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -78,6 +78,8 @@ pub struct WorkerSettings {
     /// How long in-flight tasks may run after shutdown is requested before they are
     /// abandoned (and so redelivered to another worker).
     pub drain_timeout: Duration,
+    /// Longest wait between tries to store a finished result while the store is down.
+    pub max_backoff: Duration,
 }
 
 /// The runners a worker can use, by kind.
@@ -290,7 +292,32 @@ impl Worker {
             findings: counts(&result),
             error: result.error.clone(),
         };
-        match self.store.put_result(&review_id, &result).await {
+        // The agent's work is done and may have cost money: an outage of the store must not
+        // throw it away. The delivery stays unacknowledged (so a crash still hands the task
+        // to another worker) while the write is tried again with backoff, for as long as it
+        // takes; a stopping worker abandons it at the drain timeout, and the queue redelivers.
+        let mut attempt: u32 = 0;
+        let stored = loop {
+            match self.store.put_result(&review_id, &result).await {
+                Err(deep_review_transport::TransportError::UnknownReview(id)) => {
+                    break Err(id);
+                }
+                Err(error) => {
+                    attempt = attempt.saturating_add(1);
+                    let delay = backoff_delay(attempt, self.settings.max_backoff);
+                    tracing::warn!(%error, review = %review_id, agent = %task.agent.name, attempt, retry_in_ms = delay.as_millis() as u64, "could not store the result; keeping the task and trying again");
+                    if let Some(metrics) = &self.metrics {
+                        metrics
+                            .task_retries_total
+                            .with_label_values(&[agent, "store_failed"])
+                            .inc();
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(outcome) => break Ok(outcome),
+            }
+        };
+        match stored {
             Ok(outcome) => {
                 if let (true, Some(cost)) = (
                     outcome.stored,
@@ -311,7 +338,7 @@ impl Worker {
                 settle(delivery, true).await;
                 self.emit(event);
             }
-            Err(deep_review_transport::TransportError::UnknownReview(_)) => {
+            Err(_) => {
                 // No manifest will ever appear for it: retrying cannot help, so dead-letter.
                 tracing::error!(review = %review_id, agent = %task.agent.name, "task of an unknown review; dead-lettering it");
                 if let Some(metrics) = &self.metrics {
@@ -320,17 +347,6 @@ impl Worker {
                 if let Err(error) = delivery.reject(false).await {
                     tracing::warn!(%error, "could not dead-letter the task; the queue will redeliver it");
                 }
-            }
-            Err(error) => {
-                // Not stored means not done: give the task back so it runs again.
-                tracing::error!(%error, review = %review_id, agent = %task.agent.name, "could not store the result; requeueing the task");
-                if let Some(metrics) = &self.metrics {
-                    metrics
-                        .task_retries_total
-                        .with_label_values(&[agent, "store_failed"])
-                        .inc();
-                }
-                settle(delivery, false).await;
             }
         }
     }
@@ -586,6 +602,7 @@ mod tests {
             concurrency,
             scratch_directory: std::env::temp_dir(),
             drain_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_millis(50),
         }
     }
 
@@ -678,6 +695,66 @@ mod tests {
         assert_eq!(store.cost(Some("acme/shop"), today).await.unwrap(), 0.75);
         assert_eq!(store.cost(None, today).await.unwrap(), 0.75);
         assert_eq!(store.status("r1").await.unwrap().unwrap().cost_usd, 0.75);
+    }
+
+    /// A runner that counts its runs.
+    struct CountingRunner(Arc<std::sync::atomic::AtomicUsize>);
+
+    #[async_trait]
+    impl AgentRunner for CountingRunner {
+        async fn run(
+            &self,
+            task: &AgentTask,
+            _change: &PreparedChange,
+        ) -> Result<AgentResult, RunnerError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(AgentResult::new(&task.agent.name))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_keeps_the_finished_result_and_never_reruns_the_agent() {
+        let job = job(&[("counted", RunnerKind::Command, 5_000)]);
+        let queue = MemoryTaskQueue::new(3);
+        let store = MemoryResultStore::new();
+        store
+            .create_review(&ReviewManifest::for_job(&job))
+            .await
+            .unwrap();
+        queue
+            .publish(&AgentTask::new(&job, &job.agents[0]))
+            .await
+            .unwrap();
+        // More failures than the queue's delivery limit: requeueing on each would re-run
+        // the agent and finally dead-letter a task that was never poison.
+        store.fail_result_writes(8);
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let worker = Worker::new(
+            Arc::new(queue.clone()),
+            Arc::new(store.clone()),
+            RunnerSet::new().with(
+                RunnerKind::Command,
+                Arc::new(CountingRunner(Arc::clone(&runs))),
+            ),
+            test_settings(1),
+        );
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let completed = store.next_completed(Duration::from_secs(20)).await.unwrap();
+        assert_eq!(completed.as_deref(), Some("r1"));
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the agent ran once"
+        );
+        assert_eq!(
+            result_of(&store.results("r1").await.unwrap(), "counted").status,
+            AgentStatus::Completed
+        );
+        assert!(queue.dead_letters().is_empty());
+        assert_eq!(queue.ready_count(), 0);
     }
 
     #[tokio::test]
