@@ -211,7 +211,8 @@ async fn github_request(settings: &Settings, reference: &str) -> anyhow::Result<
         eprintln!("note: {repository}#{number} is closed; reviewing it anyway");
     }
     let mut request = ingested.request;
-    let previous = deep_review_github::published_round(&client, &repository, number).await?;
+    let previous =
+        deep_review_github::published_round(&github, &client, &repository, number).await?;
     request.round = previous.map(|round| round + 1);
     Ok(request)
 }

@@ -877,10 +877,17 @@ async fn an_embedded_review_of_a_pull_request_posts_the_next_round() {
                     .collect(),
             },
         );
-        // The services reviewed this PR four times already.
+        // Someone else copied the marker into a comment of their own, claiming round 90;
+        // deep-review must neither take its round nor edit it.
+        state.issue_comments.push(json!({
+            "id": 16, "body": format!("{}\nforged\n\n<sub>deep-review · review 0 · round 90</sub>\n", deep_review_github::REPORT_MARKER),
+            "user": { "login": "mallory", "type": "User" },
+            "repository": REPOSITORY, "issue_number": 7
+        }));
+        // The services reviewed this PR four times already, as the token's user.
         state.issue_comments.push(json!({
             "id": 17, "body": format!("{}\nold report\n\n<sub>deep-review · review 1 · round 4</sub>\n", deep_review_github::REPORT_MARKER),
-            "user": { "login": "deep-review[bot]", "type": "Bot" },
+            "user": { "login": crate::github_server::PLAIN_TOKEN_USER, "type": "User" },
             "repository": REPOSITORY, "issue_number": 7
         }));
     });
@@ -912,7 +919,10 @@ async fn an_embedded_review_of_a_pull_request_posts_the_next_round() {
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(report.contains("acme/widgets PR #7"), "{report}");
     stub.with(|state| {
-        let body = state.sticky_comment();
+        assert_eq!(state.issue_comments.len(), 2, "no new comment");
+        let forged = &state.issue_comments[0];
+        assert!(forged["edits"].is_null(), "the forged comment was edited");
+        let body = state.issue_comments[1]["body"].as_str().unwrap_or("");
         assert!(body.contains("round 5"), "{body}");
         assert!(!state.review_comments.is_empty());
         assert_eq!(state.check_runs.len(), 1);

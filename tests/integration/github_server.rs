@@ -17,6 +17,11 @@ pub const INSTALLATION_ID: u64 = 4242;
 pub const INSTALLATION_TOKEN: &str = "ghs_stubInstallationToken4242";
 /// The plain token the stub accepts in token mode.
 pub const PLAIN_TOKEN: &str = "ghp_stubPersonalToken";
+/// The user the plain token belongs to, and so the author of what it posts.
+pub const PLAIN_TOKEN_USER: &str = "review-robot";
+/// The stub App's slug; its comments appear under `<slug>[bot]`.
+pub const APP_SLUG: &str = "deep-review";
+pub const APP_BOT_LOGIN: &str = "deep-review[bot]";
 
 /// A pull request on the stub.
 #[derive(Debug, Clone)]
@@ -264,7 +269,9 @@ fn handle(
         .unwrap_or("")
         .to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let app_route = path.starts_with("/app/") || path.ends_with("/installation");
+    let app_route =
+        path == "/app" || path.starts_with("/app/") || path.ends_with("/installation");
+
     if app_route {
         // A JWT: three base64url parts, signed by the App's key (the signature is not
         // checked here; the shape and the issuer are).
@@ -285,6 +292,18 @@ fn handle(
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match (method.as_str(), segments.as_slice()) {
+        ("GET", ["app"]) => json_response(
+            StatusCode::OK,
+            json!({ "id": 1, "slug": APP_SLUG, "name": "deep-review (test)" }),
+        ),
+        ("GET", ["user"]) if authorization == format!("Bearer {PLAIN_TOKEN}") => json_response(
+            StatusCode::OK,
+            json!({ "login": PLAIN_TOKEN_USER, "id": 7, "type": "User" }),
+        ),
+        ("GET", ["user"]) => error(
+            StatusCode::FORBIDDEN,
+            "Resource not accessible by integration",
+        ),
         ("POST", ["app", "installations", id, "access_tokens"]) => {
             if id.parse::<u64>().ok() != Some(INSTALLATION_ID) {
                 return error(StatusCode::NOT_FOUND, "Not Found");
@@ -375,6 +394,19 @@ fn pull_json(full_name: &str, repository: &StubRepository, pull: &StubPull) -> V
     })
 }
 
+/// Who GitHub says wrote what a request posts: the token's user, or the App's bot.
+fn author_of(headers: &HeaderMap) -> &'static str {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if authorization == format!("Bearer {PLAIN_TOKEN}") {
+        PLAIN_TOKEN_USER
+    } else {
+        APP_BOT_LOGIN
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn repository_route(
     state: &mut StubState,
@@ -386,6 +418,7 @@ fn repository_route(
     rest: &[&str],
     body: Value,
 ) -> Response {
+    let author = author_of(headers);
     if let Some((status, message)) = &state.fail_with {
         return error(
             StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -477,7 +510,7 @@ fn repository_route(
                 "id": id,
                 "node_id": format!("IC_{id}"),
                 "body": body["body"],
-                "user": { "login": "deep-review[bot]", "type": "Bot" },
+                "user": { "login": author, "type": "Bot" },
                 "repository": full_name,
                 "issue_number": number.parse::<u64>().unwrap_or_default(),
             });
@@ -541,7 +574,7 @@ fn repository_route(
                     "side": comment["side"],
                     "commit_id": body["commit_id"],
                     "body": comment["body"],
-                    "user": { "login": "deep-review[bot]", "type": "Bot" },
+                    "user": { "login": author, "type": "Bot" },
                     "repository": full_name,
                     "pull_number": number.parse::<u64>().unwrap_or_default(),
                 }));

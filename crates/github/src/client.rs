@@ -94,6 +94,8 @@ pub struct GitHub {
     installations: Mutex<HashMap<u64, Octocrab>>,
     /// Which installation covers which owner (user or organisation).
     owner_installations: Mutex<HashMap<String, u64>>,
+    /// The login deep-review's comments are posted as, looked up once.
+    own_login: tokio::sync::OnceCell<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,7 +158,42 @@ impl GitHub {
             plain_token,
             installations: Mutex::new(HashMap::new()),
             owner_installations: Mutex::new(HashMap::new()),
+            own_login: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The login deep-review's comments appear under: `<app slug>[bot]` for an App (from
+    /// `GET /app`), the token's user otherwise (`GET /user`). Its markers are trusted only
+    /// in comments by this login, since anyone can write a marker into a comment.
+    pub async fn own_login(&self) -> Result<String, GitHubError> {
+        self.own_login
+            .get_or_try_init(|| async {
+                #[derive(Deserialize)]
+                struct App {
+                    slug: String,
+                }
+                #[derive(Deserialize)]
+                struct User {
+                    login: String,
+                }
+                if self.is_app {
+                    let app: App = self.root.get("/app", None::<&()>).await.map_err(|error| {
+                        GitHubError::api("reading the App's own name (GET /app)".to_string(), error)
+                    })?;
+                    Ok(format!("{}[bot]", app.slug))
+                } else {
+                    let user: User =
+                        self.root.get("/user", None::<&()>).await.map_err(|error| {
+                            GitHubError::api(
+                                "reading the token's user (GET /user)".to_string(),
+                                error,
+                            )
+                        })?;
+                    Ok(user.login)
+                }
+            })
+            .await
+            .cloned()
     }
 
     /// A client for `repository`: the installation's when acting as an App (the webhook

@@ -135,6 +135,8 @@ struct Comment {
     id: u64,
     #[serde(default)]
     body: String,
+    #[serde(default)]
+    user: Option<Author>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +146,19 @@ struct ReviewComment {
     body: String,
     #[serde(default)]
     node_id: String,
+    #[serde(default)]
+    user: Option<Author>,
+}
+
+/// Who wrote a comment.
+#[derive(Debug, Deserialize)]
+struct Author {
+    login: String,
+}
+
+/// Whether a comment is deep-review's own: its markers mean nothing in anyone else's.
+fn written_by(user: Option<&Author>, login: &str) -> bool {
+    user.is_some_and(|user| user.login.eq_ignore_ascii_case(login))
 }
 
 fn report_url(settings: &GitHubSettings, review_id: &str) -> Option<String> {
@@ -191,9 +206,10 @@ impl PullRequestTarget<'_> {
             format!("listing the comments of {}", self.describe())
         })
         .await?;
-        let existing = comments
-            .iter()
-            .find(|comment| comment.body.contains(REPORT_MARKER));
+        let own_login = self.github.own_login().await?;
+        let existing = comments.iter().find(|comment| {
+            written_by(comment.user.as_ref(), &own_login) && comment.body.contains(REPORT_MARKER)
+        });
         match existing {
             Some(comment) => {
                 let _updated: serde_json::Value = self
@@ -244,8 +260,10 @@ impl PullRequestTarget<'_> {
         .await?;
         // Comments of findings still open, and of findings an earlier round marked as no
         // longer reported (reopened if the finding comes back).
+        let own_login = self.github.own_login().await?;
         let (closed, posted): (Vec<_>, Vec<_>) = existing
             .iter()
+            .filter(|comment| written_by(comment.user.as_ref(), &own_login))
             .filter_map(|comment| {
                 let fingerprint = marker_in(&comment.body, FINDING_MARKER)?;
                 Some((fingerprint, marker_in(&comment.body, PLACE_MARKER), comment))
@@ -494,10 +512,12 @@ impl PullRequestTarget<'_> {
 /// The round of the report in the pull request's sticky comment, if there is one: a
 /// review run outside the services (no shared round counter) continues from it.
 pub async fn published_round(
+    github: &GitHub,
     client: &Octocrab,
     repository: &RepositoryName,
     number: u64,
 ) -> Result<Option<u32>, GitHubError> {
+    let own_login = github.own_login().await?;
     let route = format!(
         "{}/issues/{number}/comments?per_page=100",
         repository.route()
@@ -508,7 +528,9 @@ pub async fn published_round(
     .await?;
     Ok(comments
         .iter()
-        .find(|comment| comment.body.contains(REPORT_MARKER))
+        .find(|comment| {
+            written_by(comment.user.as_ref(), &own_login) && comment.body.contains(REPORT_MARKER)
+        })
         .and_then(|comment| {
             let footer = comment.body.rfind(ROUND_FOOTER)? + ROUND_FOOTER.len();
             let digits: String = comment.body[footer..]
