@@ -233,6 +233,11 @@ pub struct ReviewSettings {
     pub delivery_limit: u32,
     /// Where agent worktrees are created; the system temp directory when empty.
     pub scratch_directory: String,
+    /// How agent processes are kept from the worker's other processes (and so from its
+    /// secrets in `/proc`): `auto` (a PID namespace where the machine allows one),
+    /// `pid-namespace` (required), or `none`.
+    #[serde(default)]
+    pub agent_isolation: deep_review_worker::AgentIsolation,
 }
 
 /// Report output.
@@ -256,6 +261,7 @@ impl Default for Settings {
                 deadline_grace: Duration::from_secs(30),
                 delivery_limit: 5,
                 scratch_directory: String::new(),
+                agent_isolation: deep_review_worker::AgentIsolation::Auto,
             },
             output: OutputSettings {
                 formats: OutputFormat::ALL.to_vec(),

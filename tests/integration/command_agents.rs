@@ -57,6 +57,36 @@ fn sleeping_processes(marker: &str) -> usize {
         .count()
 }
 
+/// An agent cannot read the worker's environment through `/proc`: it runs in its own PID
+/// namespace, so it sees only its own processes (and the worker is non-dumpable where it
+/// is not root).
+#[test]
+fn an_agent_cannot_read_the_workers_secrets_through_proc() {
+    let out = tempfile::tempdir().unwrap();
+    let config_directory = tempfile::tempdir().unwrap();
+    let config_path = config_directory.path().join("deep-review.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[[agents]]\nname = \"snooping\"\nrunner = \"command\"\ncommand = [\"{}\"]\ntimeout = \"30s\"\n",
+            fixture("agents/snooping-agent.sh").display()
+        ),
+    )
+    .unwrap();
+    let (_, output) = review_known_problems(
+        out.path(),
+        &["--config", config_path.to_str().unwrap()],
+        &["--quiet"],
+        &[("GITHUB_TOKEN", "ghp_must_not_reach_agents")],
+    );
+    expect_success(&output);
+    let report = read_report(out.path());
+    let snooped = &report.findings[0].title;
+    assert!(snooped.starts_with("Snooped: nothing"), "{snooped}");
+    let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(!markdown.contains("ghp_must_not_reach_agents"));
+}
+
 /// When every agent fails, nothing was reviewed: the verdict is Incomplete, never Merge, and
 /// the exit code is 4 even with no --fail-on.
 #[test]

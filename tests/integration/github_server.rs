@@ -269,8 +269,7 @@ fn handle(
         .unwrap_or("")
         .to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let app_route =
-        path == "/app" || path.starts_with("/app/") || path.ends_with("/installation");
+    let app_route = path == "/app" || path.starts_with("/app/") || path.ends_with("/installation");
 
     if app_route {
         // A JWT: three base64url parts, signed by the App's key (the signature is not

@@ -81,7 +81,8 @@ async fn claude_code_runs_confined_and_reports_answer_usage_cost_and_tools() {
         "-p --output-format stream-json --verbose",
         "--model claude-model",
         "--effort high",
-        "--disallowedTools Edit,Write",
+        "--allowedTools Read,Grep,Glob,LS ",
+        "--disallowedTools Bash,Edit,Write",
     ] {
         assert!(arguments.contains(expected), "{expected} in {arguments}");
     }

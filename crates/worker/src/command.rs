@@ -123,9 +123,11 @@ pub(crate) struct ProcessOutput {
     pub stderr: String,
 }
 
-/// Runs an agent process in its own process group, with a minimal environment, in the
-/// worktree when there is one. When the returned future is dropped (the worker's timeout),
-/// the whole group is killed.
+/// Runs an agent process in its own process group (and PID namespace, where the machine
+/// allows: see [`crate::isolation`]), with a minimal environment, in the worktree when there
+/// is one and in an empty directory of its own otherwise. When the returned future is
+/// dropped (the worker's timeout), or the agent prints more than the output cap, the whole
+/// group is killed.
 pub(crate) async fn run_agent_process(
     process: AgentProcess<'_>,
 ) -> Result<ProcessOutput, RunnerError> {
@@ -137,28 +139,78 @@ pub(crate) async fn run_agent_process(
         inherited,
         worktree,
     } = process;
-    let mut command = Command::new(program);
-    command
-        .args(arguments)
-        .env_clear()
-        .envs(
-            INHERITED_ENVIRONMENT
-                .iter()
-                .chain(inherited)
-                .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
-        )
-        .envs(environment)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(worktree) = worktree {
+    let resolved = crate::isolation::resolve_program(program)
+        .map_err(|error| RunnerError::failed(format!("could not start `{program}`: {error}")))?;
+    let isolation = crate::isolation::isolation();
+    let (wrapper, wrapped_arguments) = crate::isolation::wrap(isolation, &resolved, arguments);
+    // With no checkout, the agent still gets a directory of its own (empty, removed
+    // afterwards) rather than the worker's working directory.
+    let empty_directory = match worktree {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("deep-review-agent-")
+                .tempdir()
+                .map_err(|error| {
+                    RunnerError::failed(format!("could not create the agent's directory: {error}"))
+                })?,
+        ),
+    };
+    let mut pause = SPAWN_RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let mut command = Command::new(&wrapper);
         command
-            .current_dir(worktree)
-            .env("DEEP_REVIEW_WORKTREE", worktree);
+            .args(&wrapped_arguments)
+            .env_clear()
+            .envs(
+                INHERITED_ENVIRONMENT
+                    .iter()
+                    .chain(inherited)
+                    .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
+            )
+            .envs(environment.iter().cloned())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        match (worktree, &empty_directory) {
+            (Some(worktree), _) => {
+                command
+                    .current_dir(worktree)
+                    .env("DEEP_REVIEW_WORKTREE", worktree);
+            }
+            (None, Some(directory)) => {
+                command.current_dir(directory.path());
+            }
+            (None, None) => {}
+        }
+        let output = run_started(&mut command, program, input.clone()).await?;
+        // Under `unshare` the agent's own exec happens in the wrapper, which reports a busy
+        // executable (ETXTBSY) as exit status 126; nothing of the agent ran, so it is
+        // tried again as a direct start would be.
+        let busy = isolation != crate::isolation::Isolation::Unisolated
+            && output.status.code() == Some(126)
+            && output.stderr.contains("Text file busy");
+        if busy && attempt < SPAWN_ATTEMPTS {
+            tracing::warn!(attempt, "the agent's executable is busy; trying again");
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+            continue;
+        }
+        return Ok(output);
     }
-    let mut child = spawn_with_retries(&mut command)
+}
+
+/// Starts `command`, feeds it `input`, and collects its output within the cap.
+async fn run_started(
+    command: &mut Command,
+    program: &str,
+    input: Vec<u8>,
+) -> Result<ProcessOutput, RunnerError> {
+    let mut child = spawn_with_retries(command)
         .await
         .map_err(|error| RunnerError::failed(format!("could not start `{program}`: {error}")))?;
     let _group = child.id().map(ProcessGroupGuard);
@@ -173,19 +225,25 @@ pub(crate) async fn run_agent_process(
             let _ignored = stdin.shutdown().await;
         }
         drop(stdin);
+        Ok::<(), RunnerError>(())
     };
-    let (_, stdout, stderr, status) = tokio::join!(
+    let wait = async {
+        child.wait().await.map_err(|error| {
+            RunnerError::failed(format!("waiting for `{program}` failed: {error}"))
+        })
+    };
+    // The first failure (output past the cap) ends the run at once: returning drops the
+    // child and the group guard, which kill the agent, rather than waiting for its timeout.
+    let ((), stdout, stderr, status) = tokio::try_join!(
         write_input,
         read_bounded(stdout.as_mut()),
         read_bounded(stderr.as_mut()),
-        child.wait()
-    );
-    let status = status
-        .map_err(|error| RunnerError::failed(format!("waiting for `{program}` failed: {error}")))?;
+        wait
+    )?;
     Ok(ProcessOutput {
         status,
-        stdout: stdout?,
-        stderr: stderr?,
+        stdout,
+        stderr,
     })
 }
 
@@ -352,6 +410,32 @@ mod tests {
             error
                 .message
                 .contains("could not start `/nonexistent/agent`"),
+            "{}",
+            error.message
+        );
+    }
+
+    /// An agent that floods its output is killed when it passes the cap, not left to run
+    /// until its timeout.
+    #[tokio::test]
+    async fn output_past_the_cap_ends_the_run_at_once() {
+        let arguments = vec!["-c".to_string(), "yes flood".to_string()];
+        let run = run_agent_process(AgentProcess {
+            program: "sh",
+            arguments: &arguments,
+            stdin: Vec::new(),
+            environment: Vec::new(),
+            inherited: &[],
+            worktree: None,
+        });
+        // Far longer than flooding the cap takes: reaching it means nothing killed the agent.
+        let error = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+            .await
+            .expect("the flooding agent was not stopped at the cap")
+            .err()
+            .expect("an error");
+        assert!(
+            error.message.contains("more than 32 MiB"),
             "{}",
             error.message
         );

@@ -9,6 +9,7 @@ mod answer;
 mod builtin;
 mod change;
 mod command;
+mod isolation;
 mod model;
 mod pricing;
 mod prompt;
@@ -32,6 +33,7 @@ use tracing::Instrument;
 pub use builtin::{mask_secrets, BuiltinRunner, BuiltinSettings};
 pub use change::{remove_orphaned_checkouts, ChangeError, PreparedChange, ORPHANED_CHECKOUT_AGE};
 pub use command::CommandRunner;
+pub use isolation::{configure_agent_isolation, AgentIsolation, Isolation};
 pub use model::{ModelRunner, ModelSettings};
 pub use pricing::{ModelPrice, PriceTable};
 pub use prompt::{

@@ -528,7 +528,10 @@ mod tests {
             "AUTHOR-mallory",
             "`docs/IGNORE_PREVIOUS_INSTRUCTIONS.md`",
         ] {
-            assert!(fenced(text, fence, needle), "{needle} is not fenced in:\n{text}");
+            assert!(
+                fenced(text, fence, needle),
+                "{needle} is not fenced in:\n{text}"
+            );
         }
     }
 
