@@ -228,6 +228,12 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
     // Round 1.
     expect_delivery(port, "pull_request", "d-1", &opened, 202, "accepted").await;
     expect_delivery(port, "pull_request", "d-1", &opened, 200, "duplicate").await;
+    // A captured delivery replayed under a new id is refused too: its signed body was seen.
+    let (status, answer) = deliver_signed(port, "pull_request", "d-1-replayed", &opened).await;
+    assert_eq!((status, answer["result"].as_str()), (200, Some("duplicate")));
+    // An unsigned delivery cannot make up a metric label.
+    let (status, _) = deliver(port, "made_up_label_1", "d-x", &opened, None).await;
+    assert_eq!(status, 401);
     stub.wait_for(
         "round 1's completed check run",
         |state| !completed_runs(state, &head).is_empty(),
@@ -481,15 +487,16 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
         .expect("metrics text");
     assert!(
         metrics.contains(
-            "deep_review_webhooks_total{event=\"pull_request\",result=\"unauthorized\"} 3"
+            "deep_review_webhooks_total{event=\"other\",result=\"unauthorized\"} 4"
         ),
         "{metrics}"
     );
     assert!(
         metrics
-            .contains("deep_review_webhooks_total{event=\"pull_request\",result=\"duplicate\"} 1"),
+            .contains("deep_review_webhooks_total{event=\"pull_request\",result=\"duplicate\"} 2"),
         "{metrics}"
     );
+    assert!(!metrics.contains("made_up_label"), "{metrics}");
     cluster.shutdown().await;
 }
 

@@ -13,6 +13,7 @@ use deep_review_scheduler::{Scheduler, SchedulerError};
 use deep_review_telemetry::Metrics;
 use deep_review_transport::ResultStore;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio_util::task::TaskTracker;
 
 use crate::sweep::{self, Candidate, SweepOptions, SweepSummary};
@@ -20,6 +21,18 @@ use crate::webhook::{self, ReviewTrigger, WebhookDecision};
 use crate::{ingest, publish, GitHub, GitHubError, GitHubSettings};
 
 /// How long a delivery id is remembered: GitHub lets operators redeliver for three days.
+/// Events whose name may label the webhook metric; any other is counted as `other`.
+const KNOWN_EVENTS: [&str; 8] = [
+    "pull_request",
+    "issue_comment",
+    "ping",
+    "installation",
+    "installation_repositories",
+    "check_run",
+    "check_suite",
+    "push",
+];
+
 const DELIVERY_MEMORY: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Tries to schedule one accepted delivery before giving up on it.
 const SCHEDULE_ATTEMPTS: u32 = 3;
@@ -198,7 +211,12 @@ impl GitHubService {
 
     /// Schedules `trigger` in the background, retrying transient failures; a delivery
     /// that finally fails is forgotten so an operator's redelivery is handled.
-    fn schedule_in_background(self: &Arc<Self>, trigger: ReviewTrigger, delivery: String) {
+    fn schedule_in_background(
+        self: &Arc<Self>,
+        trigger: ReviewTrigger,
+        delivery: String,
+        replay_key: String,
+    ) {
         let service = Arc::clone(self);
         self.background.spawn(async move {
             let mut delay = Duration::from_secs(2);
@@ -212,8 +230,10 @@ impl GitHubService {
                     }
                     Err(error) => {
                         tracing::error!(%delivery, repository = %trigger.repository, number = trigger.number, %error, "could not schedule the review of a webhook delivery; redeliver it from the App's settings once fixed");
-                        if let Err(error) = service.store.release_delivery(&delivery).await {
-                            tracing::warn!(%delivery, %error, "could not forget the failed delivery");
+                        for key in [&delivery, &replay_key] {
+                            if let Err(error) = service.store.release_delivery(key).await {
+                                tracing::warn!(%delivery, %error, "could not forget the failed delivery");
+                            }
                         }
                         return;
                     }
@@ -319,23 +339,39 @@ async fn receive_webhook(
     body: Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let event = header(&headers, "x-github-event").unwrap_or("").to_string();
-    let answer = |status: StatusCode, result: &str, message: String| {
-        service.count(if event.is_empty() { "unknown" } else { &event }, result);
+    // The header is the caller's until the signature is checked: only a verified delivery
+    // of an event deep-review knows names its metric label, so nobody can mint labels.
+    let mut verified = false;
+    let answer = |verified: bool, status: StatusCode, result: &str, message: String| {
+        let label = if verified && KNOWN_EVENTS.contains(&event.as_str()) {
+            event.as_str()
+        } else {
+            "other"
+        };
+        service.count(label, result);
         (
             status,
             Json(json!({ "result": result, "message": message })),
         )
     };
+    let signature = header(&headers, "x-hub-signature-256").unwrap_or("");
     if let Err(error) = webhook::verify_signature(
         &service.webhook_secret,
         &body,
         header(&headers, "x-hub-signature-256"),
     ) {
-        tracing::warn!(event = %event, %error, "webhook delivery refused");
-        return answer(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string());
+        tracing::warn!(%error, "webhook delivery refused");
+        return answer(
+            verified,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            error.to_string(),
+        );
     }
+    verified = true;
     if event.is_empty() {
         return answer(
+            verified,
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the delivery has no X-GitHub-Event header".into(),
@@ -343,6 +379,7 @@ async fn receive_webhook(
     }
     let Some(delivery) = header(&headers, "x-github-delivery").map(str::to_string) else {
         return answer(
+            verified,
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the delivery has no X-GitHub-Delivery header".into(),
@@ -352,11 +389,16 @@ async fn receive_webhook(
         Ok(WebhookDecision::Review(trigger)) => trigger,
         Ok(WebhookDecision::Ignore(reason)) => {
             tracing::info!(%event, %delivery, %reason, "webhook delivery ignored");
-            return answer(StatusCode::ACCEPTED, "ignored", reason);
+            return answer(verified, StatusCode::ACCEPTED, "ignored", reason);
         }
         Err(error) => {
             tracing::warn!(%event, %delivery, %error, "webhook payload refused");
-            return answer(StatusCode::BAD_REQUEST, "bad_payload", error.to_string());
+            return answer(
+                verified,
+                StatusCode::BAD_REQUEST,
+                "bad_payload",
+                error.to_string(),
+            );
         }
     };
     match service
@@ -368,6 +410,7 @@ async fn receive_webhook(
         Ok(false) => {
             tracing::info!(%event, %delivery, "webhook delivery already handled");
             return answer(
+                verified,
                 StatusCode::OK,
                 "duplicate",
                 format!("delivery {delivery} was handled already"),
@@ -378,6 +421,7 @@ async fn receive_webhook(
             // the App's delivery log, where the operator can redeliver.
             tracing::error!(%event, %delivery, %error, "cannot record the webhook delivery");
             return answer(
+                verified,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 error.to_string(),
@@ -389,6 +433,37 @@ async fn receive_webhook(
         trigger.repository, trigger.number, trigger.reason
     );
     tracing::info!(%event, %delivery, repository = %trigger.repository, number = trigger.number, reason = %trigger.reason, "webhook delivery accepted");
-    service.schedule_in_background(trigger, delivery);
-    answer(StatusCode::ACCEPTED, "accepted", message)
+    // The same signed body under a new delivery id is a replay (GitHub's own redelivery
+    // keeps the id): the signature is remembered as long as the id.
+    let replay_key = format!(
+        "signature:{}",
+        hex::encode(Sha256::digest(signature.as_bytes()))
+    );
+    match service
+        .store
+        .claim_delivery(&replay_key, DELIVERY_MEMORY)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(%event, %delivery, "webhook delivery replays an earlier one's signed body");
+            return answer(
+                verified,
+                StatusCode::OK,
+                "duplicate",
+                format!("delivery {delivery} repeats an earlier delivery's signed body"),
+            );
+        }
+        Err(error) => {
+            tracing::error!(%event, %delivery, %error, "cannot record the webhook delivery");
+            return answer(
+                verified,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                error.to_string(),
+            );
+        }
+    }
+    service.schedule_in_background(trigger, delivery, replay_key);
+    answer(verified, StatusCode::ACCEPTED, "accepted", message)
 }
