@@ -273,17 +273,39 @@ pub async fn consolidate(
     Ok(exit_code(&report, arguments.fail_on))
 }
 
+/// The diff at `path` (`-` for stdin). Bytes that are not UTF-8 (a latin-1 file, a binary
+/// blob pasted in) are replaced with U+FFFD rather than refusing the whole diff, and the
+/// files they were in are named on stderr.
 fn read_diff(path: &Path) -> anyhow::Result<String> {
-    let mut diff = String::new();
+    let mut bytes = Vec::new();
     if path == Path::new("-") {
         std::io::stdin()
-            .read_to_string(&mut diff)
+            .read_to_end(&mut bytes)
             .context("reading the diff from standard input")?;
     } else {
-        diff = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the diff {}", path.display()))?;
+        bytes =
+            std::fs::read(path).with_context(|| format!("reading the diff {}", path.display()))?;
     }
-    Ok(diff)
+    Ok(match String::from_utf8(bytes) {
+        Ok(diff) => diff,
+        Err(error) => {
+            let diff = String::from_utf8_lossy(error.as_bytes()).into_owned();
+            let files: Vec<String> = deep_review_git::split_by_file(&diff)
+                .into_iter()
+                .filter(|section| section.text.contains('\u{FFFD}'))
+                .map(|section| section.path)
+                .collect();
+            eprintln!(
+                "note: the diff has bytes that are not UTF-8 (in {}); they are shown as \u{FFFD}",
+                if files.is_empty() {
+                    "text outside any file".to_string()
+                } else {
+                    files.join(", ")
+                }
+            );
+            diff
+        }
+    })
 }
 
 /// Every `*.json` in `directory`, parsed strictly; the first bad file stops the command

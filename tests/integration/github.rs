@@ -230,7 +230,10 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
     expect_delivery(port, "pull_request", "d-1", &opened, 200, "duplicate").await;
     // A captured delivery replayed under a new id is refused too: its signed body was seen.
     let (status, answer) = deliver_signed(port, "pull_request", "d-1-replayed", &opened).await;
-    assert_eq!((status, answer["result"].as_str()), (200, Some("duplicate")));
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (200, Some("duplicate"))
+    );
     // An unsigned delivery cannot make up a metric label.
     let (status, _) = deliver(port, "made_up_label_1", "d-x", &opened, None).await;
     assert_eq!(status, 401);
@@ -486,9 +489,7 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
         .await
         .expect("metrics text");
     assert!(
-        metrics.contains(
-            "deep_review_webhooks_total{event=\"other\",result=\"unauthorized\"} 4"
-        ),
+        metrics.contains("deep_review_webhooks_total{event=\"other\",result=\"unauthorized\"} 4"),
         "{metrics}"
     );
     assert!(

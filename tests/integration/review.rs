@@ -377,3 +377,34 @@ fn review_json_masks_secrets_as_the_report_does() {
     let job = std::fs::read_to_string(out.path().join("review.json")).unwrap();
     assert!(job.contains("AKIA****"), "{job}");
 }
+
+/// A diff with bytes that are not UTF-8 (a latin-1 file) is still reviewed, with the bytes
+/// replaced and the file named, rather than refused whole.
+#[test]
+fn a_diff_that_is_not_utf8_is_reviewed_lossily() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("latin1.diff");
+    let mut diff = b"diff --git a/caf\xe9.txt b/caf\xe9.txt\n--- a/caf\xe9.txt\n+++ b/caf\xe9.txt\n@@ -1 +1,2 @@\n x\n+caf\xe9 TODO: fix\n".to_vec();
+    diff.extend(b"diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -1,1 +1,3 @@\n x = 1\n+try: go()\n+except: pass\n");
+    std::fs::write(&path, diff).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = deep_review(&[
+        "review",
+        "--diff",
+        path.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("not UTF-8") && stderr.contains("caf\u{FFFD}.txt"),
+        "{stderr}"
+    );
+    let report = read_report(out.path());
+    assert_eq!(
+        located(&report, "empty handler"),
+        vec![(Severity::Important, vec!["app.py:3".to_string()])]
+    );
+}

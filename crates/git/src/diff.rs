@@ -208,14 +208,16 @@ pub fn parse_unified_diff(text: &str) -> Vec<FileDiff> {
                 }
                 LineKind::Added => {
                     new_remaining = new_remaining.saturating_sub(1);
-                    next_new_line += 1;
-                    Some(next_new_line - 1)
+                    let line = next_new_line;
+                    next_new_line = next_new_line.saturating_add(1);
+                    Some(line)
                 }
                 LineKind::Context => {
                     old_remaining = old_remaining.saturating_sub(1);
                     new_remaining = new_remaining.saturating_sub(1);
-                    next_new_line += 1;
-                    Some(next_new_line - 1)
+                    let line = next_new_line;
+                    next_new_line = next_new_line.saturating_add(1);
+                    Some(line)
                 }
             };
             hunk.lines.push(DiffLine {
@@ -337,12 +339,36 @@ fn parse_hunk_header(rest: &str) -> Option<(u32, u32, u32)> {
     };
     let (_, old_count) = count(old)?;
     let (new_start, new_count) = count(new)?;
+    // A hunk reaching past the last line number is not a real hunk: numbering it would
+    // wrap around.
+    new_start.checked_add(new_count)?;
     Some((old_count, new_start, new_count))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hunk_past_the_last_line_number_is_not_numbered_around() {
+        let diff = "--- a/x\n+++ b/x\n@@ -1 +4294967295,3 @@\n+a\n+b\n+c\n";
+        // Parsing must neither panic nor number lines from zero again.
+        for file in parse_unified_diff(diff) {
+            for hunk in &file.hunks {
+                let numbers: Vec<u32> =
+                    hunk.lines.iter().filter_map(|line| line.new_line).collect();
+                assert!(
+                    numbers.windows(2).all(|pair| pair[0] <= pair[1]),
+                    "{numbers:?}"
+                );
+            }
+        }
+        assert_eq!(parse_hunk_header("-1 +4294967295,3 @@"), None);
+        assert_eq!(
+            parse_hunk_header("-1 +4294967290,3 @@"),
+            Some((1, 4294967290, 3))
+        );
+    }
 
     const GIT_DIFF: &str = "\
 diff --git a/src/lib.rs b/src/lib.rs
