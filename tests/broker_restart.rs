@@ -1,6 +1,8 @@
 //! A RabbitMQ restart (`rabbitmqctl stop_app` / `start_app`) in the middle of reviews: the
 //! services reconnect, re-declare and re-consume, and every review completes.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 #[path = "integration/util.rs"]
 #[allow(dead_code)]
 mod util;

@@ -1,5 +1,7 @@
 //! End-to-end tests of the `deep-review` binary. One test binary, helpers in `util`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod command_agents;
 mod config;
 mod consolidate;

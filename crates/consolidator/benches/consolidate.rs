@@ -1,6 +1,8 @@
 //! Consolidation speed: 5 agents × 200 findings (target: well under 100 ms), and how the
 //! cost grows with the number of findings in one file (target: no worse than quadratic).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::hint::black_box;
 
 use chrono::Utc;

@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p deep-review-consolidator --bench consolidate_memory`
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::process::ExitCode;
 use std::time::Instant;
 

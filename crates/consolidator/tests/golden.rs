@@ -1,6 +1,8 @@
 //! Golden files for the three renderers. The report is built from the seed-000 fixture with
 //! a fixed clock. After an intended change, rerun with `UPDATE_GOLDEN=1` and review the diff.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};

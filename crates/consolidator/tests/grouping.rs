@@ -2,6 +2,8 @@
 //! different words and lengths, and different bugs in similar words a few lines apart. Each
 //! case names the grouping a careful human reviewer would make.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use deep_review_consolidator::{consolidate, ConsolidationSettings};
 use deep_review_protocol::{
     AgentResult, ConsolidatedFinding, Finding, GroupingRule, Location, Report, Severity,

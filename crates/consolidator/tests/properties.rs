@@ -1,5 +1,7 @@
 //! Properties of consolidation over generated agent results.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use deep_review_consolidator::{consolidate, ConsolidationSettings};
 use deep_review_protocol::{AgentResult, Finding, Location, Report, ReviewManifest, Severity};
 use proptest::prelude::*;
