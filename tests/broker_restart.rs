@@ -1,5 +1,7 @@
 //! A RabbitMQ restart (`rabbitmqctl stop_app` / `start_app`) in the middle of reviews: the
-//! services reconnect, re-declare and re-consume, and every review completes.
+//! services reconnect, re-declare and re-consume, and every review completes. And a Redis
+//! outage while an agent runs: its finished result is kept, never thrown away. Both stop a
+//! server every test shares, so they run in this binary of their own, one after the other.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -115,5 +117,120 @@ async fn reviews_complete_across_a_broker_restart() {
     }
     let logs = cluster.logs();
     assert!(logs.contains("reconnected to RabbitMQ"), "{logs}");
+    cluster.shutdown().await;
+}
+
+/// Stops Redis, saving its data so that the restart (as `scripts/services.sh` starts it)
+/// brings the reviews back: an outage, not a loss of state.
+fn stop_redis() {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "shutdown", "save"])
+        .output()
+        .expect("run redis-cli");
+    // redis-cli reports the dropped connection of a successful shutdown as an error.
+    let pong = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "ping"])
+        .output()
+        .expect("run redis-cli");
+    assert!(
+        !String::from_utf8_lossy(&pong.stdout).contains("PONG"),
+        "Redis still answers after shutdown: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn start_redis() {
+    let status = Command::new("redis-server")
+        .args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp",
+        ])
+        .status()
+        .expect("run redis-server");
+    assert!(status.success());
+    for _ in 0..100 {
+        let pong = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", "6379", "ping"])
+            .output()
+            .expect("run redis-cli");
+        if String::from_utf8_lossy(&pong.stdout).contains("PONG") {
+            // The snapshot did its job; a later start must not bring these keys back.
+            let _ = std::fs::remove_file("/tmp/dump.rdb");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("Redis did not come back");
+}
+
+#[tokio::test]
+async fn a_redis_outage_while_an_agent_runs_keeps_its_result() {
+    let markers = tempfile::tempdir().unwrap();
+    let line_up = format!(
+        "[[agents]]\nname = \"slow\"\nrunner = \"command\"\ncommand = [\"{}\", \"{}\", \"3\"]\ntimeout = \"30s\"\n",
+        fixture("agents/slow-agent.sh").display(),
+        markers.path().display()
+    );
+    let mut cluster = Cluster::new(&line_up, "");
+    cluster.start("scheduler");
+    cluster.start("worker");
+    cluster.start("consolidator");
+    cluster.wait_ready().await;
+    let (repository, base) = repository_with_known_problems();
+    let repository_path = repository.path().to_str().unwrap().to_string();
+    let output = cluster.submit(&["--repo", &repository_path, "--base", &base]);
+    expect_success(&output);
+    let review_id = accepted_id(&output);
+    // The agent is running (it takes 3 s) when Redis goes away, and finishes during the
+    // outage: its result cannot be stored until Redis is back.
+    for _ in 0..100 {
+        if std::fs::read_dir(markers.path())
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_redis();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    start_redis();
+
+    let state = cluster
+        .wait_for_status(&review_id, "published", Duration::from_secs(60))
+        .await;
+    let report: deep_review_protocol::Report =
+        serde_json::from_value(state["report"].clone()).unwrap();
+    let logs = cluster.logs();
+    assert!(
+        report.failed_agents.is_empty(),
+        "{:?}\n{logs}",
+        report.failed_agents
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|finding| finding.title == "Slow agent's finding"),
+        "{logs}"
+    );
+    let starts = std::fs::read_dir(markers.path()).unwrap().count();
+    assert_eq!(starts, 1, "the agent ran again for an outage:\n{logs}");
+    assert!(
+        logs.contains("could not store the result; keeping the task and trying again"),
+        "{logs}"
+    );
     cluster.shutdown().await;
 }

@@ -489,7 +489,7 @@ impl Cluster {
             }
             if started.elapsed() > within {
                 panic!(
-                    "review {review_id} is {} after {within:?}, not {wanted}:\n{}",
+                    "review {review_id} is {} after {within:?}, not {wanted} (the API answered {state}):\n{}",
                     state["status"],
                     self.logs()
                 );
