@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use util::{accepted_id, expect_success, fixture, repository_with_known_problems, Cluster};
 
+/// Each test stops a server the other needs: they take turns.
+static ONE_OUTAGE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn rabbitmqctl(action: &str) {
     let output = Command::new("rabbitmqctl")
         .arg(action)
@@ -28,6 +31,7 @@ fn rabbitmqctl(action: &str) {
 
 #[tokio::test]
 async fn reviews_complete_across_a_broker_restart() {
+    let _turn = ONE_OUTAGE_AT_A_TIME.lock().await;
     let markers = tempfile::tempdir().unwrap();
     let line_up = format!(
         "[[agents]]\nname = \"builtin\"\nrunner = \"builtin\"\ntimeout = \"20s\"\n\n[[agents]]\nname = \"slow\"\nrunner = \"command\"\ncommand = [\"{}\", \"{}\", \"3\"]\ntimeout = \"20s\"\n",
@@ -176,6 +180,7 @@ fn start_redis() {
 
 #[tokio::test]
 async fn a_redis_outage_while_an_agent_runs_keeps_its_result() {
+    let _turn = ONE_OUTAGE_AT_A_TIME.lock().await;
     let markers = tempfile::tempdir().unwrap();
     let line_up = format!(
         "[[agents]]\nname = \"slow\"\nrunner = \"command\"\ncommand = [\"{}\", \"{}\", \"3\"]\ntimeout = \"30s\"\n",
