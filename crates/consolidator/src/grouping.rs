@@ -159,12 +159,6 @@ impl ItemBuilder {
     }
 }
 
-impl Default for ItemBuilder {
-    fn default() -> Self {
-        ItemBuilder::new()
-    }
-}
-
 /// Groups `items` (sorted canonically) so that each group holds one problem, with at most
 /// one finding per agent.
 pub(crate) fn group(

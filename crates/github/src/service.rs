@@ -341,7 +341,6 @@ async fn receive_webhook(
     let event = header(&headers, "x-github-event").unwrap_or("").to_string();
     // The header is the caller's until the signature is checked: only a verified delivery
     // of an event deep-review knows names its metric label, so nobody can mint labels.
-    let mut verified = false;
     let answer = |verified: bool, status: StatusCode, result: &str, message: String| {
         let label = if verified && KNOWN_EVENTS.contains(&event.as_str()) {
             event.as_str()
@@ -362,13 +361,13 @@ async fn receive_webhook(
     ) {
         tracing::warn!(%error, "webhook delivery refused");
         return answer(
-            verified,
+            false,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             error.to_string(),
         );
     }
-    verified = true;
+    let verified = true;
     if event.is_empty() {
         return answer(
             verified,
@@ -401,31 +400,38 @@ async fn receive_webhook(
             );
         }
     };
-    match service
-        .store
-        .claim_delivery(&delivery, DELIVERY_MEMORY)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::info!(%event, %delivery, "webhook delivery already handled");
-            return answer(
-                verified,
-                StatusCode::OK,
-                "duplicate",
-                format!("delivery {delivery} was handled already"),
-            );
-        }
-        Err(error) => {
-            // GitHub retries nothing on its own, but an unavailable answer is visible in
-            // the App's delivery log, where the operator can redeliver.
-            tracing::error!(%event, %delivery, %error, "cannot record the webhook delivery");
-            return answer(
-                verified,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            );
+    // The delivery id, and the signature too: the same signed body under a new delivery id
+    // is a replay (GitHub's own redelivery keeps the id). Both are remembered as long.
+    let replay_key = format!(
+        "signature:{}",
+        hex::encode(Sha256::digest(signature.as_bytes()))
+    );
+    for (key, duplicate) in [
+        (&delivery, "was handled already"),
+        (&replay_key, "repeats an earlier delivery's signed body"),
+    ] {
+        match service.store.claim_delivery(key, DELIVERY_MEMORY).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(%event, %delivery, "webhook delivery {duplicate}");
+                return answer(
+                    verified,
+                    StatusCode::OK,
+                    "duplicate",
+                    format!("delivery {delivery} {duplicate}"),
+                );
+            }
+            Err(error) => {
+                // GitHub retries nothing on its own, but an unavailable answer is visible
+                // in the App's delivery log, where the operator can redeliver.
+                tracing::error!(%event, %delivery, %error, "cannot record the webhook delivery");
+                return answer(
+                    verified,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    error.to_string(),
+                );
+            }
         }
     }
     let message = format!(
@@ -433,37 +439,6 @@ async fn receive_webhook(
         trigger.repository, trigger.number, trigger.reason
     );
     tracing::info!(%event, %delivery, repository = %trigger.repository, number = trigger.number, reason = %trigger.reason, "webhook delivery accepted");
-    // The same signed body under a new delivery id is a replay (GitHub's own redelivery
-    // keeps the id): the signature is remembered as long as the id.
-    let replay_key = format!(
-        "signature:{}",
-        hex::encode(Sha256::digest(signature.as_bytes()))
-    );
-    match service
-        .store
-        .claim_delivery(&replay_key, DELIVERY_MEMORY)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(%event, %delivery, "webhook delivery replays an earlier one's signed body");
-            return answer(
-                verified,
-                StatusCode::OK,
-                "duplicate",
-                format!("delivery {delivery} repeats an earlier delivery's signed body"),
-            );
-        }
-        Err(error) => {
-            tracing::error!(%event, %delivery, %error, "cannot record the webhook delivery");
-            return answer(
-                verified,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            );
-        }
-    }
     service.schedule_in_background(trigger, delivery, replay_key);
     answer(verified, StatusCode::ACCEPTED, "accepted", message)
 }
