@@ -325,6 +325,9 @@ impl Settings {
             bail!("invalid configuration: models.attempts must be at least 1");
         }
         for agent in &self.agents {
+            if let Some(problem) = agent.unsupported_setting() {
+                bail!("invalid configuration: {problem}");
+            }
             if agent.runner.is_model_api() && agent.model.as_deref().is_none_or(str::is_empty) {
                 bail!(
                     "invalid configuration: agent `{}` uses the {} runner but names no `model`",

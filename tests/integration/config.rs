@@ -91,3 +91,45 @@ fn broken_configuration_is_named() {
     ]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
 }
+
+/// A setting the runner cannot honour is refused at start-up, naming the agent, rather
+/// than accepted and ignored.
+#[test]
+fn settings_a_runner_would_ignore_are_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("deep-review.toml");
+    let cases = [
+        (
+            "name = \"g\"\nrunner = \"gemini-cli\"\neffort = \"high\"\n",
+            "agent `g` sets `effort`, which the gemini-cli runner has no way to pass on",
+        ),
+        (
+            "name = \"c\"\nrunner = \"claude-code\"\neffort = \"extreme\"\n",
+            "use one of low, medium, high, xhigh, max",
+        ),
+        (
+            "name = \"b\"\nrunner = \"builtin\"\nbase_url = \"http://127.0.0.1:9\"\n",
+            "agent `b` sets `base_url`",
+        ),
+    ];
+    for (agent, expected) in cases {
+        std::fs::write(&path, format!("[[agents]]\n{agent}")).unwrap();
+        let output = deep_review(&["--config", path.to_str().unwrap(), "config", "show"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(expected),
+            "{agent}: {stderr}"
+        );
+    }
+    std::fs::write(
+        &path,
+        "[[agents]]\nname = \"x\"\nrunner = \"codex\"\neffort = \"high\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+    )
+    .unwrap();
+    expect_success(&deep_review(&[
+        "--config",
+        path.to_str().unwrap(),
+        "config",
+        "show",
+    ]));
+}

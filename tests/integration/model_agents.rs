@@ -152,9 +152,11 @@ async fn anthropic_reads_the_checkout_with_tools_then_submits() {
         ),
     ])
     .await;
-    let result = review(agent(RunnerKind::Anthropic, &server), fast_retries())
-        .await
-        .unwrap();
+    let with_effort = AgentSpec {
+        effort: Some("high".to_string()),
+        ..agent(RunnerKind::Anthropic, &server)
+    };
+    let result = review(with_effort, fast_retries()).await.unwrap();
 
     assert_eq!(result.findings.len(), 1);
     assert_eq!(
@@ -184,6 +186,7 @@ async fn anthropic_reads_the_checkout_with_tools_then_submits() {
     assert_eq!(header(first, "anthropic-version"), "2023-06-01");
     assert_eq!(first.body["model"], "test-model");
     assert_eq!(first.body["tool_choice"], json!({"type": "auto"}));
+    assert_eq!(first.body["output_config"], json!({"effort": "high"}));
     assert!(first.body["system"].as_str().unwrap().contains("untrusted"));
     let prompt = first.body["messages"][0]["content"][0]["text"]
         .as_str()
@@ -310,9 +313,11 @@ async fn gemini_reasks_once_when_the_review_breaks_the_schema() {
         ),
     ])
     .await;
-    let result = review(agent(RunnerKind::Gemini, &server), fast_retries())
-        .await
-        .unwrap();
+    let with_effort = AgentSpec {
+        effort: Some("low".to_string()),
+        ..agent(RunnerKind::Gemini, &server)
+    };
+    let result = review(with_effort, fast_retries()).await.unwrap();
     assert_eq!(result.findings[0].title, "Push errors are only logged");
     assert_eq!(result.usage.input_tokens, 2100);
     assert_eq!(
@@ -327,6 +332,10 @@ async fn gemini_reasks_once_when_the_review_breaks_the_schema() {
         "/v1beta/models/test-model:generateContent"
     );
     assert_eq!(header(&requests[0], "x-goog-api-key"), key());
+    assert_eq!(
+        requests[0].body["generationConfig"]["thinkingConfig"],
+        json!({"thinkingLevel": "low"})
+    );
     assert_eq!(
         requests[0].body["toolConfig"]["functionCallingConfig"]["mode"],
         "AUTO"

@@ -156,6 +156,49 @@ impl AgentSpec {
         }
     }
 
+    /// Why this agent's runner cannot honour one of its settings, if it cannot: an
+    /// `effort` or `base_url` the runner has no use for, or an effort level its provider
+    /// does not know. A setting must never be accepted and then silently do nothing.
+    pub fn unsupported_setting(&self) -> Option<String> {
+        let runner = self.runner.as_str();
+        if let Some(effort) = &self.effort {
+            let levels: &[&str] = match self.runner {
+                // Claude Code's `--effort` and the Messages API's `output_config.effort`.
+                RunnerKind::ClaudeCode | RunnerKind::Anthropic => {
+                    &["low", "medium", "high", "xhigh", "max"]
+                }
+                // Codex's `model_reasoning_effort` and Chat Completions' `reasoning_effort`.
+                RunnerKind::Codex | RunnerKind::Openai => {
+                    &["none", "minimal", "low", "medium", "high", "xhigh"]
+                }
+                // The Gemini API's `thinkingConfig.thinkingLevel`.
+                RunnerKind::Gemini => &["minimal", "low", "medium", "high"],
+                RunnerKind::Builtin | RunnerKind::Command | RunnerKind::GeminiCli => {
+                    return Some(format!(
+                        "agent `{}` sets `effort`, which the {runner} runner has no way to pass on; remove it",
+                        self.name
+                    ));
+                }
+            };
+            if !levels.contains(&effort.as_str()) {
+                return Some(format!(
+                    "agent `{}` sets `effort = \"{effort}\"`, which the {runner} runner does not know; use one of {}",
+                    self.name,
+                    levels.join(", ")
+                ));
+            }
+        }
+        if self.base_url.is_some()
+            && matches!(self.runner, RunnerKind::Builtin | RunnerKind::Command)
+        {
+            return Some(format!(
+                "agent `{}` sets `base_url`, which the {runner} runner calls no endpoint with; remove it",
+                self.name
+            ));
+        }
+        None
+    }
+
     /// The name the report shows.
     pub fn display(&self) -> &str {
         self.display_name.as_deref().unwrap_or(&self.name)

@@ -435,6 +435,9 @@ fn validate_agents(agents: &[AgentSpec]) -> Result<(), SchedulerError> {
                 agent.name
             )));
         }
+        if let Some(problem) = agent.unsupported_setting() {
+            return Err(SchedulerError::InvalidRequest(problem));
+        }
     }
     Ok(())
 }

@@ -96,6 +96,9 @@ pub struct PreparedChange {
     /// Files of the change the repository's path filters left out; the agent's result
     /// lists them so the report says what nobody reviewed.
     pub excluded: Vec<OmittedFile>,
+    /// When the worker stops the agent, set by the worker: runners that start a process
+    /// stop it themselves then, keeping what it printed so far.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl PreparedChange {
@@ -156,6 +159,7 @@ impl PreparedChange {
             head: Some(head.clone()),
             worktree,
             excluded: excluded_files(excluded),
+            deadline: None,
         })
     }
 
@@ -169,6 +173,7 @@ impl PreparedChange {
             head: None,
             worktree: None,
             excluded: Vec::new(),
+            deadline: None,
         }
     }
 

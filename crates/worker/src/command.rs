@@ -70,6 +70,7 @@ impl AgentRunner for CommandRunner {
             ],
             inherited: &[],
             worktree: change.worktree(),
+            deadline: change.deadline,
         })
         .await?;
 
@@ -78,6 +79,7 @@ impl AgentRunner for CommandRunner {
                 message: format!("`{program}` exited with {status}{}", stderr_tail(&stderr)),
                 raw_output: Some(stdout),
                 usage: None,
+                timed_out: false,
             });
         }
         match parse_output(&stdout) {
@@ -91,6 +93,7 @@ impl AgentRunner for CommandRunner {
                 ),
                 raw_output: Some(stdout),
                 usage: None,
+                timed_out: false,
             }),
         }
     }
@@ -111,6 +114,10 @@ pub(crate) struct AgentProcess<'a> {
     pub inherited: &'a [&'a str],
     /// Its working directory and `DEEP_REVIEW_WORKTREE`, when there is a checkout.
     pub worktree: Option<&'a std::path::Path>,
+    /// When to stop it (the worker's deadline for the agent). Stopping it here, rather than
+    /// letting the worker drop the run, keeps what it printed so far: a timed-out agent's
+    /// stream often holds the diagnosis (retries, refused keys).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// What an agent process left behind.
@@ -138,6 +145,7 @@ pub(crate) async fn run_agent_process(
         environment,
         inherited,
         worktree,
+        deadline,
     } = process;
     let resolved = crate::isolation::resolve_program(program)
         .map_err(|error| RunnerError::failed(format!("could not start `{program}`: {error}")))?;
@@ -186,7 +194,7 @@ pub(crate) async fn run_agent_process(
             }
             (None, None) => {}
         }
-        let output = run_started(&mut command, program, input.clone()).await?;
+        let output = run_started(&mut command, program, input.clone(), deadline).await?;
         // Under `unshare` the agent's own exec happens in the wrapper, which reports a busy
         // executable (ETXTBSY) as exit status 126; nothing of the agent ran, so it is
         // tried again as a direct start would be.
@@ -204,11 +212,14 @@ pub(crate) async fn run_agent_process(
     }
 }
 
-/// Starts `command`, feeds it `input`, and collects its output within the cap.
+/// Starts `command`, feeds it `input`, and collects its output within the cap. At
+/// `deadline` the agent is killed and what it printed until then is returned as a timed-out
+/// [`RunnerError`].
 async fn run_started(
     command: &mut Command,
     program: &str,
     input: Vec<u8>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<ProcessOutput, RunnerError> {
     let mut child = spawn_with_retries(command)
         .await
@@ -227,24 +238,51 @@ async fn run_started(
         drop(stdin);
         Ok::<(), RunnerError>(())
     };
-    let wait = async {
-        child.wait().await.map_err(|error| {
-            RunnerError::failed(format!("waiting for `{program}` failed: {error}"))
-        })
+    let mut stdout_bytes = Vec::new();
+    let mut stderr_bytes = Vec::new();
+    let finished = {
+        let wait = async {
+            child.wait().await.map_err(|error| {
+                RunnerError::failed(format!("waiting for `{program}` failed: {error}"))
+            })
+        };
+        // The first failure (output past the cap) ends the run at once: returning drops the
+        // child and the group guard, which kill the agent, rather than waiting for its
+        // timeout.
+        let run = async {
+            tokio::try_join!(
+                write_input,
+                read_bounded(stdout.as_mut(), &mut stdout_bytes),
+                read_bounded(stderr.as_mut(), &mut stderr_bytes),
+                wait
+            )
+        };
+        match deadline {
+            Some(deadline) => tokio::select! {
+                outcome = run => Some(outcome),
+                () = tokio::time::sleep_until(deadline) => None,
+            },
+            None => Some(run.await),
+        }
     };
-    // The first failure (output past the cap) ends the run at once: returning drops the
-    // child and the group guard, which kill the agent, rather than waiting for its timeout.
-    let ((), stdout, stderr, status) = tokio::try_join!(
-        write_input,
-        read_bounded(stdout.as_mut()),
-        read_bounded(stderr.as_mut()),
-        wait
-    )?;
-    Ok(ProcessOutput {
-        status,
-        stdout,
-        stderr,
-    })
+    let stdout = String::from_utf8_lossy(&stdout_bytes).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr_bytes).into_owned();
+    match finished {
+        Some(outcome) => {
+            let ((), (), (), status) = outcome?;
+            Ok(ProcessOutput {
+                status,
+                stdout,
+                stderr,
+            })
+        }
+        None => Err(RunnerError {
+            message: stderr_tail(&stderr),
+            raw_output: (!stdout.is_empty()).then_some(stdout),
+            usage: None,
+            timed_out: true,
+        }),
+    }
 }
 
 /// How often a start that failed for a passing reason is tried again, and the pause
@@ -291,15 +329,17 @@ fn parse_output(stdout: &str) -> Result<AgentResult, deep_review_protocol::Parse
     }
 }
 
+/// Reads `reader` to its end into `buffer`, which holds what was read even when the read
+/// is abandoned half-way (at the deadline).
 async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
     reader: Option<&mut R>,
-) -> Result<String, RunnerError> {
+    buffer: &mut Vec<u8>,
+) -> Result<(), RunnerError> {
     let Some(reader) = reader else {
-        return Ok(String::new());
+        return Ok(());
     };
-    let mut buffer = Vec::new();
     let mut limited = reader.take(MAXIMUM_OUTPUT_BYTES as u64 + 1);
-    limited.read_to_end(&mut buffer).await.map_err(|error| {
+    limited.read_to_end(buffer).await.map_err(|error| {
         RunnerError::failed(format!("reading the agent's output failed: {error}"))
     })?;
     if buffer.len() > MAXIMUM_OUTPUT_BYTES {
@@ -308,11 +348,14 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
             MAXIMUM_OUTPUT_BYTES / (1024 * 1024)
         )));
     }
-    Ok(String::from_utf8_lossy(&buffer).into_owned())
+    Ok(())
 }
 
+/// The last lines of an agent's stderr, for an error message, with terminal escapes (the
+/// CLIs colour their warnings) removed so they never reach a report.
 pub(crate) fn stderr_tail(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
+    let plain = strip_ansi_escapes::strip_str(stderr);
+    let lines: Vec<&str> = plain
         .lines()
         .filter(|line| !line.trim().is_empty())
         .collect();
@@ -384,6 +427,7 @@ mod tests {
             environment: Vec::new(),
             inherited: &[],
             worktree: None,
+            deadline: None,
         })
         .await
         .map_err(|error| error.message)
@@ -402,6 +446,7 @@ mod tests {
             environment: Vec::new(),
             inherited: &[],
             worktree: None,
+            deadline: None,
         })
         .await
         .err()
@@ -427,6 +472,7 @@ mod tests {
             environment: Vec::new(),
             inherited: &[],
             worktree: None,
+            deadline: None,
         });
         // Far longer than flooding the cap takes: reaching it means nothing killed the agent.
         let error = tokio::time::timeout(std::time::Duration::from_secs(120), run)

@@ -382,8 +382,17 @@ impl Worker {
                     )
                 };
                 let failed = |error: RunnerError| {
-                    let mut result =
-                        AgentResult::unsuccessful(&agent.name, AgentStatus::Failed, error.message);
+                    // A run its runner stopped at the deadline is a timeout that kept what
+                    // the agent printed and spent.
+                    let mut result = if error.timed_out {
+                        let mut result = timed_out();
+                        if let Some(reason) = &mut result.error {
+                            reason.push_str(&error.message);
+                        }
+                        result
+                    } else {
+                        AgentResult::unsuccessful(&agent.name, AgentStatus::Failed, error.message)
+                    };
                     result.raw_output = error.raw_output;
                     result.usage = error.usage.unwrap_or_default();
                     result
@@ -398,12 +407,18 @@ impl Worker {
                     Ok(Err(error)) => failed(RunnerError::failed(format!(
                         "could not prepare the change: {error}"
                     ))),
-                    Ok(Ok(change)) => {
-                        // At the deadline the run is dropped first, which kills the agent's
+                    Ok(Ok(mut change)) => {
+                        // Runners that start a process stop it at the deadline themselves,
+                        // keeping its output; dropping the run a moment later is the
+                        // backstop. The run is dropped first, which kills the agent's
                         // process group, and only then is the worktree removed: an agent
                         // still writing into it would make the removal fail half-way.
-                        let outcome =
-                            tokio::time::timeout_at(deadline, runner.run(task, &change)).await;
+                        change.deadline = Some(deadline);
+                        let outcome = tokio::time::timeout_at(
+                            deadline + DEADLINE_BACKSTOP,
+                            runner.run(task, &change),
+                        )
+                        .await;
                         let mut omitted = change.excluded.clone();
                         change.cleanup().await;
                         match outcome {
@@ -508,6 +523,10 @@ fn counts(result: &AgentResult) -> SeverityCounts {
     }
     counts
 }
+
+/// How long past an agent's deadline the worker waits for its runner to stop it (and keep
+/// its output) before dropping the run.
+const DEADLINE_BACKSTOP: Duration = Duration::from_secs(2);
 
 /// `90s` → `1m 30s`, for messages.
 pub fn humanize(duration: Duration) -> String {
@@ -650,6 +669,29 @@ mod tests {
         assert!(slow.error.unwrap().contains("100ms timeout"));
         assert_eq!(queue.ready_count(), 0);
         assert!(queue.dead_letters().is_empty());
+    }
+
+    /// A process stopped at its timeout keeps what it printed: its stream says why it
+    /// never finished.
+    #[tokio::test]
+    async fn a_timed_out_agent_keeps_its_output_so_far() {
+        let mut hanging = job(&[("hanging", RunnerKind::Command, 2_000)]);
+        hanging.agents[0].command = vec![
+            "sh".into(),
+            "-c".into(),
+            "echo '{\"type\":\"retry\",\"status\":401}'; echo 'key refused' >&2; sleep 60".into(),
+        ];
+        let runners = RunnerSet::new().with(RunnerKind::Command, Arc::new(CommandRunner::new()));
+        let (store, _queue) = run_review(&hanging, runners).await;
+        let result = result_of(&store.results("r1").await.unwrap(), "hanging");
+        assert_eq!(result.status, AgentStatus::TimedOut);
+        let error = result.error.unwrap();
+        assert!(error.contains("2s timeout"), "{error}");
+        assert!(error.contains("key refused"), "{error}");
+        assert_eq!(
+            result.raw_output.as_deref(),
+            Some("{\"type\":\"retry\",\"status\":401}\n")
+        );
     }
 
     /// A runner that reports a cost, as model agents do.

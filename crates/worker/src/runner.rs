@@ -14,6 +14,10 @@ pub struct RunnerError {
     pub raw_output: Option<String>,
     /// Tokens, cost and tool calls spent before the failure: a failed run still costs.
     pub usage: Option<Usage>,
+    /// The run was stopped at the agent's deadline (rather than failing by itself); the
+    /// worker reports it as timed out, keeping what it printed and spent until then, and
+    /// `message` is then a detail appended to the timeout's own (e.g. its stderr's tail).
+    pub timed_out: bool,
 }
 
 impl RunnerError {
@@ -23,6 +27,7 @@ impl RunnerError {
             message: message.into(),
             raw_output: None,
             usage: None,
+            timed_out: false,
         }
     }
 }

@@ -16,19 +16,23 @@ use crate::{
     AgentRunner, AnswerChannel, CodeAccess, PreparedChange, PriceTable, PromptBuilder, RunnerError,
 };
 
-/// Tools Claude Code may use without asking: reading and searching the checkout. No shell,
-/// not even git: `git log --output=PATH` (and `diff`/`show` alike) writes files, and the
-/// change's diff and history are in the prompt already.
-const CLAUDE_ALLOWED_TOOLS: &str = "Read,Grep,Glob,LS";
+/// The only tools Claude Code is given (`--tools`), all of them allowed without asking:
+/// reading and searching the checkout. No shell, not even git: `git log --output=PATH`
+/// (and `diff`/`show` alike) writes files, and the change's diff and history are in the
+/// prompt already. The names are Claude Code's current built-in tools.
+const CLAUDE_TOOLS: &str = "Read,Grep,Glob";
 
-/// Tools Claude Code must not use in a review: nothing that runs commands, writes or
-/// reaches the web.
-const CLAUDE_DISALLOWED_TOOLS: &str = "Bash,Edit,Write,MultiEdit,NotebookEdit,WebFetch,WebSearch";
+/// Tools Claude Code must not use in a review, denied as well in case `--tools` ever stops
+/// restricting a newer CLI: nothing that runs commands, writes or reaches the web.
+const CLAUDE_DISALLOWED_TOOLS: &str = "Bash,Edit,Write,NotebookEdit,WebFetch,WebSearch";
 
 /// What Gemini CLI is told with `-p`; the review prompt itself arrives on stdin, which the
 /// CLI puts before it.
 const GEMINI_INSTRUCTION: &str =
     "Review the change described above and answer with the JSON object it asks for, and nothing else.";
+
+/// The provider name a per-run Codex configuration gives the agent's `base_url`.
+const CODEX_PROVIDER: &str = "deep-review";
 
 /// Runs one vendor CLI as an agent, in a checkout of the head commit.
 #[derive(Debug, Clone)]
@@ -36,6 +40,13 @@ pub struct VendorCliRunner {
     kind: RunnerKind,
     prompts: Arc<PromptBuilder>,
     prices: Arc<PriceTable>,
+}
+
+/// What one run of a CLI gets besides its arguments: variables, and a directory of its own
+/// for the configuration written for it (removed when the run ends, even at a timeout).
+struct CliSetup {
+    environment: Vec<(String, String)>,
+    _home: Option<tempfile::TempDir>,
 }
 
 impl VendorCliRunner {
@@ -69,6 +80,7 @@ impl VendorCliRunner {
                     "--sandbox",
                     "read-only",
                     "--skip-git-repo-check",
+                    "--ephemeral",
                 ]);
                 if let Some(model) = &agent.model {
                     push(&["--model", model]);
@@ -80,7 +92,9 @@ impl VendorCliRunner {
                 push(&["-"]);
             }
             RunnerKind::GeminiCli => {
-                push(&["--output-format", "stream-json"]);
+                // A fresh worktree is never a folder the user trusted; headless, the CLI
+                // would exit (55) rather than ask.
+                push(&["--skip-trust", "--output-format", "stream-json"]);
                 if let Some(model) = &agent.model {
                     push(&["--model", model]);
                 }
@@ -88,8 +102,17 @@ impl VendorCliRunner {
             }
             _ => {
                 push(&["-p", "--output-format", "stream-json", "--verbose"]);
-                push(&["--allowedTools", CLAUDE_ALLOWED_TOOLS]);
+                push(&["--tools", CLAUDE_TOOLS]);
+                push(&["--allowedTools", CLAUDE_TOOLS]);
                 push(&["--disallowedTools", CLAUDE_DISALLOWED_TOOLS]);
+                // The checkout is the pull request's: its `.claude/` settings, hooks and
+                // MCP servers are untrusted, and nothing of a run is kept.
+                push(&[
+                    "--setting-sources",
+                    "user",
+                    "--strict-mcp-config",
+                    "--no-session-persistence",
+                ]);
                 if let Some(model) = &agent.model {
                     push(&["--model", model]);
                 }
@@ -104,10 +127,11 @@ impl VendorCliRunner {
         arguments
     }
 
-    /// Variables the CLI may inherit besides its key: endpoints and its own config home.
+    /// Variables the CLI may inherit from the worker besides its key: its own config home,
+    /// where the operator set one.
     fn inherited(&self) -> &'static [&'static str] {
         match self.kind {
-            RunnerKind::Codex => &["OPENAI_BASE_URL", "CODEX_HOME"],
+            RunnerKind::Codex => &["CODEX_HOME"],
             RunnerKind::GeminiCli => &[
                 "GOOGLE_API_KEY",
                 "GOOGLE_CLOUD_PROJECT",
@@ -116,6 +140,76 @@ impl VendorCliRunner {
             ],
             _ => &["ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR"],
         }
+    }
+
+    /// The key under the CLI's own variable, the agent's endpoint in the form this CLI
+    /// takes it, and the configuration it needs to run unattended.
+    fn setup(&self, agent: &AgentSpec) -> Result<CliSetup, RunnerError> {
+        let mut environment = Vec::new();
+        // The CLI reads its key from its standard variable; the agent may keep it under
+        // another name in the worker's environment.
+        if let Some(standard) = self.kind.default_api_key_variable() {
+            let source = agent.api_key_env.as_deref().unwrap_or(standard);
+            if let Ok(key) = std::env::var(source) {
+                environment.push((standard.to_string(), key));
+            }
+        }
+        let mut set =
+            |name: &str, value: &str| environment.push((name.to_string(), value.to_string()));
+        let home = match self.kind {
+            RunnerKind::ClaudeCode => {
+                if let Some(base_url) = &agent.base_url {
+                    set("ANTHROPIC_BASE_URL", base_url);
+                }
+                // No auto-update, telemetry or error reporting from a review sandbox.
+                set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+                set("DISABLE_AUTOUPDATER", "1");
+                None
+            }
+            RunnerKind::Codex => match &agent.base_url {
+                // Codex ignores OPENAI_BASE_URL: an endpoint is a model provider in its
+                // configuration, so the run gets a CODEX_HOME of its own that names one.
+                Some(base_url) => {
+                    let home = config_home("codex")?;
+                    write_config_file(
+                        &home.path().join("config.toml"),
+                        &codex_configuration(base_url)?,
+                    )?;
+                    set("CODEX_HOME", &home.path().display().to_string());
+                    Some(home)
+                }
+                None => None,
+            },
+            _ => {
+                // Gemini CLI picks its authentication interactively unless its settings
+                // name one; a home of its own names the API key and trusts nothing else.
+                let home = config_home("gemini")?;
+                let settings = home.path().join(".gemini");
+                std::fs::create_dir_all(&settings).map_err(|error| {
+                    RunnerError::failed(format!(
+                        "could not create Gemini CLI's settings directory: {error}"
+                    ))
+                })?;
+                write_config_file(
+                    &settings.join("settings.json"),
+                    &serde_json::json!({
+                        "security": {"auth": {"selectedType": "gemini-api-key"}},
+                        "privacy": {"usageStatisticsEnabled": false},
+                    })
+                    .to_string(),
+                )?;
+                set("GEMINI_CLI_HOME", &home.path().display().to_string());
+                set("GEMINI_CLI_TRUST_WORKSPACE", "true");
+                if let Some(base_url) = &agent.base_url {
+                    set("GOOGLE_GEMINI_BASE_URL", base_url);
+                }
+                Some(home)
+            }
+        };
+        Ok(CliSetup {
+            environment,
+            _home: home,
+        })
     }
 
     fn parse_events(&self, stdout: &str) -> StreamSummary {
@@ -131,8 +225,58 @@ impl VendorCliRunner {
                 _ => summary.claude_event(&event),
             }
         }
+        summary.finish();
         summary
     }
+
+    /// Tokens, cost and tool calls of a (possibly partial) stream.
+    fn usage(&self, summary: &StreamSummary, model: Option<&str>) -> Usage {
+        Usage {
+            input_tokens: summary.input_tokens,
+            output_tokens: summary.output_tokens,
+            cost_usd: summary.cost_usd.or_else(|| {
+                self.prices
+                    .cost(model, summary.input_tokens, summary.output_tokens)
+            }),
+            tool_calls: summary.tool_calls.clone(),
+        }
+    }
+}
+
+/// A directory of the run's own for a CLI's configuration.
+fn config_home(cli: &str) -> Result<tempfile::TempDir, RunnerError> {
+    tempfile::Builder::new()
+        .prefix(&format!("deep-review-{cli}-home-"))
+        .tempdir()
+        .map_err(|error| {
+            RunnerError::failed(format!(
+                "could not create a configuration directory for {cli}: {error}"
+            ))
+        })
+}
+
+fn write_config_file(path: &std::path::Path, contents: &str) -> Result<(), RunnerError> {
+    std::fs::write(path, contents).map_err(|error| {
+        RunnerError::failed(format!("could not write {}: {error}", path.display()))
+    })
+}
+
+/// Codex's `config.toml` for an agent with its own endpoint: a Responses API provider at
+/// `base_url` whose key is in `OPENAI_API_KEY`.
+fn codex_configuration(base_url: &str) -> Result<String, RunnerError> {
+    let mut provider = toml::Table::new();
+    provider.insert("name".into(), "deep-review agent endpoint".into());
+    provider.insert("base_url".into(), base_url.into());
+    provider.insert("env_key".into(), "OPENAI_API_KEY".into());
+    provider.insert("wire_api".into(), "responses".into());
+    let mut providers = toml::Table::new();
+    providers.insert(CODEX_PROVIDER.into(), provider.into());
+    let mut configuration = toml::Table::new();
+    configuration.insert("model_provider".into(), CODEX_PROVIDER.into());
+    configuration.insert("model_providers".into(), providers.into());
+    toml::to_string(&configuration).map_err(|error| {
+        RunnerError::failed(format!("could not write Codex's configuration: {error}"))
+    })
 }
 
 #[async_trait]
@@ -163,16 +307,7 @@ impl AgentRunner for VendorCliRunner {
         };
         let mut arguments = self.arguments(agent);
         arguments.extend(extra_arguments.iter().cloned());
-
-        // The CLI reads its key from its standard variable; the agent may keep it under
-        // another name in the worker's environment.
-        let mut environment = Vec::new();
-        if let Some(standard) = self.kind.default_api_key_variable() {
-            let source = agent.api_key_env.as_deref().unwrap_or(standard);
-            if let Ok(key) = std::env::var(source) {
-                environment.push((standard.to_string(), key));
-            }
-        }
+        let setup = self.setup(agent)?;
         let ProcessOutput {
             status,
             stdout,
@@ -181,26 +316,25 @@ impl AgentRunner for VendorCliRunner {
             program,
             arguments: &arguments,
             stdin: prompt.text.into_bytes(),
-            environment,
+            environment: setup.environment.clone(),
             inherited: self.inherited(),
             worktree: change.worktree(),
+            deadline: change.deadline,
         })
         .instrument(tracing::info_span!("vendor_cli", program))
-        .await?;
+        .await
+        .map_err(|mut error| {
+            // Stopped at its deadline: what it streamed until then says what it spent.
+            if let Some(stream) = &error.raw_output {
+                let summary = self.parse_events(stream);
+                let model = summary.model.clone().or_else(|| agent.model.clone());
+                error.usage = Some(self.usage(&summary, model.as_deref()));
+            }
+            error
+        })?;
         let summary = self.parse_events(&stdout);
         let model = summary.model.clone().or_else(|| agent.model.clone());
-        let usage = Usage {
-            input_tokens: summary.input_tokens,
-            output_tokens: summary.output_tokens,
-            cost_usd: summary.cost_usd.or_else(|| {
-                self.prices.cost(
-                    model.as_deref(),
-                    summary.input_tokens,
-                    summary.output_tokens,
-                )
-            }),
-            tool_calls: summary.tool_calls.clone(),
-        };
+        let usage = self.usage(&summary, model.as_deref());
         let raw_output = Some(if summary.final_text.is_empty() {
             stdout.clone()
         } else {
@@ -216,6 +350,7 @@ impl AgentRunner for VendorCliRunner {
                 message: format!("`{program}` exited with {status}{reason}"),
                 raw_output: Some(stdout),
                 usage: Some(usage.clone()),
+                timed_out: false,
             });
         }
         if summary.final_text.trim().is_empty() {
@@ -226,6 +361,7 @@ impl AgentRunner for VendorCliRunner {
                 ),
                 raw_output: Some(stdout),
                 usage: Some(usage.clone()),
+                timed_out: false,
             });
         }
         let mut result =
@@ -233,6 +369,7 @@ impl AgentRunner for VendorCliRunner {
                 message: format!("`{program}`'s final answer is not a valid agent result: {error}"),
                 raw_output: raw_output.clone(),
                 usage: Some(usage.clone()),
+                timed_out: false,
             })?;
         result.usage = usage;
         result.model = model;
@@ -256,6 +393,9 @@ struct StreamSummary {
     tool_calls: BTreeMap<String, u64>,
     /// Why the run failed, when the stream says it did.
     error: Option<String>,
+    /// An error the CLI reported that a later completed turn may still show it recovered
+    /// from (Codex's "Reconnecting… 1/5"); fatal only if none follows.
+    unresolved_error: Option<String>,
 }
 
 fn number(value: &Value, field: &str) -> u64 {
@@ -269,6 +409,13 @@ fn text(value: &Value, field: &str) -> Option<String> {
 impl StreamSummary {
     fn count_tool(&mut self, name: &str) {
         *self.tool_calls.entry(name.to_string()).or_default() += 1;
+    }
+
+    /// After the last event: an error nothing recovered from is the run's error.
+    fn finish(&mut self) {
+        if self.error.is_none() {
+            self.error = self.unresolved_error.take();
+        }
     }
 
     /// Claude Code's `stream-json`: `system` (init), `assistant` and `user` messages, and
@@ -303,8 +450,23 @@ impl StreamSummary {
                 if let Some(result) = text(event, "result") {
                     self.final_text = result;
                 }
-                if let Some(usage) = event.get("usage") {
-                    // Cached prompt tokens are prompt tokens too.
+                // `modelUsage` covers every model the run called, side requests (titles,
+                // summaries on a smaller model) included; `usage` only the main model's.
+                // Cached prompt tokens are prompt tokens too.
+                if let Some(models) = event.get("modelUsage").and_then(Value::as_object) {
+                    self.input_tokens = models
+                        .values()
+                        .map(|model| {
+                            number(model, "inputTokens")
+                                + number(model, "cacheReadInputTokens")
+                                + number(model, "cacheCreationInputTokens")
+                        })
+                        .sum();
+                    self.output_tokens = models
+                        .values()
+                        .map(|model| number(model, "outputTokens"))
+                        .sum();
+                } else if let Some(usage) = event.get("usage") {
                     self.input_tokens = number(usage, "input_tokens")
                         + number(usage, "cache_creation_input_tokens")
                         + number(usage, "cache_read_input_tokens");
@@ -348,10 +510,13 @@ impl StreamSummary {
             }
             Some("turn.completed") => {
                 if let Some(usage) = event.get("usage") {
-                    // `cached_input_tokens` is the cached part of `input_tokens`.
+                    // `cached_input_tokens` is the cached part of `input_tokens`, and
+                    // `reasoning_output_tokens` the reasoning part of `output_tokens`.
                     self.input_tokens += number(usage, "input_tokens");
                     self.output_tokens += number(usage, "output_tokens");
                 }
+                // The turn completed: whatever it reported on the way, it recovered.
+                self.unresolved_error = None;
             }
             Some("turn.failed") => {
                 self.error = event
@@ -361,7 +526,10 @@ impl StreamSummary {
                     .or_else(|| Some("turn failed".to_string()));
             }
             Some("error") => {
-                self.error = text(event, "message").or_else(|| Some("error".to_string()));
+                // Codex reports retries ("Reconnecting... 1/5") as top-level errors too;
+                // only one that no completed turn follows ends the run.
+                self.unresolved_error =
+                    text(event, "message").or_else(|| Some("error".to_string()));
             }
             _ => {}
         }
@@ -393,8 +561,11 @@ impl StreamSummary {
             }
             Some("result") => {
                 if let Some(stats) = event.get("stats") {
+                    // `output_tokens` leaves out thinking, which is billed as output (and
+                    // counted so by the gemini API runner); `total_tokens` includes it.
                     self.input_tokens = number(stats, "input_tokens");
-                    self.output_tokens = number(stats, "output_tokens");
+                    self.output_tokens = number(stats, "output_tokens")
+                        .max(number(stats, "total_tokens").saturating_sub(self.input_tokens));
                 }
                 if text(event, "status").as_deref() == Some("error") {
                     self.error = event
@@ -501,13 +672,16 @@ mod tests {
             "--model opus",
             "--effort high",
             "--max-turns 40",
-            "--allowedTools Read,Grep,Glob,LS ",
+            "--tools Read,Grep,Glob ",
+            "--allowedTools Read,Grep,Glob ",
             "--disallowedTools Bash,Edit,Write",
+            "--setting-sources user",
+            "--strict-mcp-config",
         ] {
             assert!(claude.contains(expected), "{expected} in {claude}");
         }
         assert!(
-            !CLAUDE_ALLOWED_TOOLS.contains("Bash"),
+            !CLAUDE_TOOLS.contains("Bash"),
             "no shell command, git included, may run unasked"
         );
         agent.runner = RunnerKind::Codex;
@@ -520,8 +694,102 @@ mod tests {
         assert!(codex.ends_with(" -"), "{codex}");
         let gemini = runner(RunnerKind::GeminiCli).arguments(&agent).join(" ");
         assert!(
-            gemini.contains("--output-format stream-json --model opus -p"),
+            gemini.starts_with("--skip-trust --output-format stream-json --model opus -p"),
             "{gemini}"
+        );
+    }
+
+    #[test]
+    fn a_codex_error_it_recovers_from_is_not_fatal() {
+        let recovered = r#"{"type":"thread.started","thread_id":"th_1"}
+{"type":"turn.started"}
+{"type":"error","message":"Reconnecting... 1/5 (stream disconnected before completion)"}
+{"type":"item.completed","item":{"id":"i1","type":"agent_message","text":"{\"findings\":[]}"}}
+{"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":5}}"#;
+        let summary = runner(RunnerKind::Codex).parse_events(recovered);
+        assert_eq!(summary.error, None);
+        assert_eq!(summary.final_text, "{\"findings\":[]}");
+
+        let gave_up = r#"{"type":"turn.started"}
+{"type":"error","message":"Reconnecting... 5/5"}
+{"type":"error","message":"unexpected status 401 Unauthorized"}"#;
+        let summary = runner(RunnerKind::Codex).parse_events(gave_up);
+        assert_eq!(
+            summary.error.as_deref(),
+            Some("unexpected status 401 Unauthorized")
+        );
+    }
+
+    #[test]
+    fn claude_tokens_count_every_model_of_the_run() {
+        let stream = r#"{"type":"result","subtype":"success","is_error":false,"result":"{}","total_cost_usd":0.02,"usage":{"input_tokens":100,"cache_read_input_tokens":50,"output_tokens":10},"modelUsage":{"claude-opus":{"inputTokens":100,"outputTokens":10,"cacheReadInputTokens":50,"cacheCreationInputTokens":5},"claude-haiku":{"inputTokens":30,"outputTokens":3,"cacheReadInputTokens":0,"cacheCreationInputTokens":0}}}"#;
+        let summary = runner(RunnerKind::ClaudeCode).parse_events(stream);
+        assert_eq!((summary.input_tokens, summary.output_tokens), (185, 13));
+    }
+
+    #[test]
+    fn gemini_thinking_tokens_count_as_output() {
+        let stream = r#"{"type":"result","status":"success","stats":{"total_tokens":1950,"input_tokens":1800,"output_tokens":120,"cached":0,"input":1800,"tool_calls":1}}"#;
+        let summary = runner(RunnerKind::GeminiCli).parse_events(stream);
+        assert_eq!((summary.input_tokens, summary.output_tokens), (1800, 150));
+    }
+
+    #[test]
+    fn codex_configuration_names_the_endpoint_as_a_responses_provider() {
+        let text = codex_configuration("http://127.0.0.1:9/v1 \"quoted\"").unwrap();
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["model_provider"].as_str(), Some(CODEX_PROVIDER));
+        let provider = &parsed["model_providers"][CODEX_PROVIDER];
+        assert_eq!(
+            provider["base_url"].as_str(),
+            Some("http://127.0.0.1:9/v1 \"quoted\"")
+        );
+        assert_eq!(provider["env_key"].as_str(), Some("OPENAI_API_KEY"));
+        assert_eq!(provider["wire_api"].as_str(), Some("responses"));
+    }
+
+    #[test]
+    fn each_cli_gets_its_endpoint_in_its_own_form() {
+        let agent = AgentSpec {
+            base_url: Some("http://127.0.0.1:9".to_string()),
+            api_key_env: Some("HOME".to_string()),
+            ..AgentSpec::new("a", RunnerKind::GeminiCli)
+        };
+        let variables = |setup: &CliSetup| -> BTreeMap<String, String> {
+            setup.environment.iter().cloned().collect()
+        };
+        let gemini = runner(RunnerKind::GeminiCli).setup(&agent).unwrap();
+        let environment = variables(&gemini);
+        assert_eq!(environment["GOOGLE_GEMINI_BASE_URL"], "http://127.0.0.1:9");
+        assert_eq!(environment["GEMINI_CLI_TRUST_WORKSPACE"], "true");
+        assert_eq!(
+            environment["GEMINI_API_KEY"],
+            std::env::var("HOME").unwrap()
+        );
+        let settings = std::fs::read_to_string(
+            std::path::Path::new(&environment["GEMINI_CLI_HOME"]).join(".gemini/settings.json"),
+        )
+        .unwrap();
+        assert!(settings.contains("gemini-api-key"), "{settings}");
+
+        let codex = runner(RunnerKind::Codex).setup(&agent).unwrap();
+        let home = variables(&codex)["CODEX_HOME"].clone();
+        let configuration =
+            std::fs::read_to_string(std::path::Path::new(&home).join("config.toml")).unwrap();
+        assert!(
+            configuration.contains("http://127.0.0.1:9"),
+            "{configuration}"
+        );
+        drop(codex);
+        assert!(
+            !std::path::Path::new(&home).exists(),
+            "the run's configuration outlived it"
+        );
+
+        let claude = runner(RunnerKind::ClaudeCode).setup(&agent).unwrap();
+        assert_eq!(
+            variables(&claude)["ANTHROPIC_BASE_URL"],
+            "http://127.0.0.1:9"
         );
     }
 }

@@ -74,7 +74,7 @@ impl WireFormat for Messages {
             ToolChoice::Auto => json!({"type": "auto"}),
             ToolChoice::Force(name) => json!({"type": "tool", "name": name}),
         };
-        let body = json!({
+        let mut body = json!({
             "model": request.model,
             "max_tokens": request.max_output_tokens,
             "system": request.system,
@@ -82,6 +82,9 @@ impl WireFormat for Messages {
             "tools": tools,
             "tool_choice": tool_choice,
         });
+        if let Some(effort) = request.effort {
+            body["output_config"] = json!({"effort": effort});
+        }
         client
             .post(format!("{base_url}/v1/messages"))
             .header("x-api-key", api_key)

@@ -75,13 +75,16 @@ impl WireFormat for GenerateContent {
             ToolChoice::Auto => json!({"mode": "AUTO"}),
             ToolChoice::Force(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
         };
-        let body = json!({
+        let mut body = json!({
             "systemInstruction": {"parts": [{"text": request.system}]},
             "contents": contents,
             "tools": [{"functionDeclarations": declarations}],
             "toolConfig": {"functionCallingConfig": calling},
             "generationConfig": {"maxOutputTokens": request.max_output_tokens},
         });
+        if let Some(effort) = request.effort {
+            body["generationConfig"]["thinkingConfig"] = json!({"thinkingLevel": effort});
+        }
         client
             .post(format!(
                 "{base_url}/v1beta/models/{}:generateContent",

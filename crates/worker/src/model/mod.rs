@@ -318,6 +318,7 @@ impl ModelRunner {
                 message: format!("the model did not call `{name}` with an object"),
                 raw_output: Some(reply.text),
                 usage: Some(usage),
+                timed_out: false,
             }),
         }
     }
@@ -523,6 +524,7 @@ impl AgentRunner for ModelRunner {
                 message,
                 raw_output: (!tally.transcript.is_empty()).then_some(tally.transcript),
                 usage: Some(usage),
+                timed_out: false,
             }),
         }
     }
