@@ -196,6 +196,28 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
     )
     .await;
     assert_eq!(status, 401);
+    // A repository webhook set to form encoding sends `payload=<json>`, signed as sent.
+    let closed = pull_request_event("closed", &head).to_string();
+    let form = format!(
+        "payload={}",
+        percent_encoding::utf8_percent_encode(&closed, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/github/webhook"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", "d-form")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "x-hub-signature-256",
+            sign(SECRET.as_bytes(), form.as_bytes()),
+        )
+        .body(form)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(answer.status().as_u16(), 202);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["result"], "ignored", "{answer}");
     // Events that ask for nothing are accepted and ignored.
     expect_delivery(
         port,

@@ -81,7 +81,9 @@ async fn claude_code_runs_confined_and_reports_answer_usage_cost_and_tools() {
         "-p --output-format stream-json --verbose",
         "--model claude-model",
         "--effort high",
-        "--allowedTools Read,Grep,Glob,LS ",
+        "--tools Read,Grep,Glob ",
+        "--allowedTools Read,Grep,Glob ",
+        "--setting-sources user",
         "--disallowedTools Bash,Edit,Write",
     ] {
         assert!(arguments.contains(expected), "{expected} in {arguments}");
@@ -116,6 +118,9 @@ async fn claude_code_runs_confined_and_reports_answer_usage_cost_and_tools() {
         "ANTHROPIC_API_KEY",
         "ANTHROPIC_BASE_URL",
         "CLAUDE_CONFIG_DIR",
+        "CLAUDE_CODE_MAX_RETRIES",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "DISABLE_AUTOUPDATER",
         "DEEP_REVIEW_WORKTREE",
         // Set by the shell itself.
         "PWD",

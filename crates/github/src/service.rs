@@ -384,7 +384,9 @@ async fn receive_webhook(
             "the delivery has no X-GitHub-Delivery header".into(),
         );
     };
-    let trigger = match webhook::decide(&event, &body, &service.settings) {
+    let decision = webhook::delivery_payload(header(&headers, "content-type"), &body)
+        .and_then(|payload| webhook::decide(&event, &payload, &service.settings));
+    let trigger = match decision {
         Ok(WebhookDecision::Review(trigger)) => trigger,
         Ok(WebhookDecision::Ignore(reason)) => {
             tracing::info!(%event, %delivery, %reason, "webhook delivery ignored");

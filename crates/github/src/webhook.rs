@@ -141,6 +141,29 @@ struct IssueCommentEvent {
     installation: Option<InstallationRef>,
 }
 
+/// The JSON payload of a delivery. A repository webhook may be set to send
+/// `application/x-www-form-urlencoded`, with the JSON in the `payload` field; the signature
+/// covers the body as sent, so this runs after the signature is checked.
+pub fn delivery_payload<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, crate::GitHubError> {
+    let media_type = content_type
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase());
+    if media_type.as_deref() != Some("application/x-www-form-urlencoded") {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    form_urlencoded::parse(body)
+        .find(|(name, _)| name == "payload")
+        .map(|(_, payload)| std::borrow::Cow::Owned(payload.into_owned().into_bytes()))
+        .ok_or_else(|| {
+            crate::GitHubError::Payload(
+                "the form-encoded delivery has no `payload` field".to_string(),
+            )
+        })
+}
+
 /// Decides what a delivery of `event` (the `X-GitHub-Event` header) with `payload` asks
 /// for. A payload that does not parse is an error naming the event; other events are
 /// ignored.
@@ -308,6 +331,32 @@ mod tests {
             "repository": { "full_name": "acme/widgets" }
         }))
         .expect("json")
+    }
+
+    #[test]
+    fn form_encoded_deliveries_carry_the_json_in_payload() {
+        let json = br#"{"zen":"a & b = c"}"#;
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", std::str::from_utf8(json).unwrap())
+            .finish();
+        let decoded = delivery_payload(
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+            form.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(decoded.as_ref(), json);
+        assert_eq!(
+            delivery_payload(Some("application/json"), json)
+                .unwrap()
+                .as_ref(),
+            json
+        );
+        let missing =
+            delivery_payload(Some("application/x-www-form-urlencoded"), b"other=1").unwrap_err();
+        assert!(
+            missing.to_string().contains("no `payload` field"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -138,7 +138,12 @@ impl VendorCliRunner {
                 "GOOGLE_CLOUD_LOCATION",
                 "GOOGLE_GENAI_USE_VERTEXAI",
             ],
-            _ => &["ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR"],
+            // How often it retries a failed request is the operator's to tune.
+            _ => &[
+                "ANTHROPIC_BASE_URL",
+                "CLAUDE_CONFIG_DIR",
+                "CLAUDE_CODE_MAX_RETRIES",
+            ],
         }
     }
 
@@ -227,6 +232,31 @@ impl VendorCliRunner {
         }
         summary.finish();
         summary
+    }
+
+    /// Where to look when `error` says the provider refused the key.
+    fn key_hint(&self, agent: &AgentSpec, error: &str) -> String {
+        let lowered = error.to_ascii_lowercase();
+        let refused = [
+            "401",
+            "403",
+            "unauthorized",
+            "authentication",
+            "api key",
+            "api_key",
+        ]
+        .iter()
+        .any(|sign| lowered.contains(sign));
+        let variable = agent
+            .api_key_env
+            .as_deref()
+            .or(self.kind.default_api_key_variable());
+        match variable {
+            Some(variable) if refused => {
+                format!(" (check the API key in the worker's `{variable}` variable)")
+            }
+            _ => String::new(),
+        }
     }
 
     /// Tokens, cost and tool calls of a (possibly partial) stream.
@@ -324,11 +354,19 @@ impl AgentRunner for VendorCliRunner {
         .instrument(tracing::info_span!("vendor_cli", program))
         .await
         .map_err(|mut error| {
-            // Stopped at its deadline: what it streamed until then says what it spent.
+            // Stopped at its deadline: what it streamed until then says what it spent and
+            // what it was stuck on.
             if let Some(stream) = &error.raw_output {
                 let summary = self.parse_events(stream);
                 let model = summary.model.clone().or_else(|| agent.model.clone());
                 error.usage = Some(self.usage(&summary, model.as_deref()));
+                if let Some(trouble) = summary.retrying.as_deref().or(summary.error.as_deref()) {
+                    error.message = format!(
+                        "; it was retrying after: {trouble}{}{}",
+                        self.key_hint(agent, trouble),
+                        error.message
+                    );
+                }
             }
             error
         })?;
@@ -343,8 +381,8 @@ impl AgentRunner for VendorCliRunner {
         if !status.success() || summary.error.is_some() {
             let reason = summary
                 .error
-                .clone()
-                .map(|error| format!("; it reported: {error}"))
+                .as_deref()
+                .map(|error| format!("; it reported: {error}{}", self.key_hint(agent, error)))
                 .unwrap_or_else(|| stderr_tail(&stderr));
             return Err(RunnerError {
                 message: format!("`{program}` exited with {status}{reason}"),
@@ -396,6 +434,9 @@ struct StreamSummary {
     /// An error the CLI reported that a later completed turn may still show it recovered
     /// from (Codex's "Reconnecting… 1/5"); fatal only if none follows.
     unresolved_error: Option<String>,
+    /// The last trouble the CLI retried after (an API error, a dropped stream): what a run
+    /// stopped at its deadline was doing.
+    retrying: Option<String>,
 }
 
 fn number(value: &Value, field: &str) -> u64 {
@@ -422,6 +463,18 @@ impl StreamSummary {
     /// a closing `result` with the answer, cost and usage.
     fn claude_event(&mut self, event: &Value) {
         match event.get("type").and_then(Value::as_str) {
+            Some("system") if text(event, "subtype").as_deref() == Some("api_retry") => {
+                self.retrying = Some(format!(
+                    "API error {} ({}), attempt {} of {}",
+                    event
+                        .get("error_status")
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| "without a status".to_string()),
+                    text(event, "error").unwrap_or_default(),
+                    number(event, "attempt"),
+                    number(event, "max_retries"),
+                ));
+            }
             Some("system") => {
                 if let Some(model) = text(event, "model") {
                     self.model = Some(model);
@@ -479,7 +532,14 @@ impl StreamSummary {
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
                 if is_error || (!subtype.is_empty() && subtype != "success") {
-                    self.error = Some(format!("result `{subtype}`"));
+                    // A refused request ends as an error `result` whose text says why.
+                    self.error = Some(match event.get("api_error_status") {
+                        Some(Value::Number(status)) => format!(
+                            "API error {status}: {}",
+                            text(event, "result").unwrap_or_default()
+                        ),
+                        _ => format!("result `{subtype}`"),
+                    });
                 }
             }
             _ => {}
@@ -530,6 +590,7 @@ impl StreamSummary {
                 // only one that no completed turn follows ends the run.
                 self.unresolved_error =
                     text(event, "message").or_else(|| Some("error".to_string()));
+                self.retrying.clone_from(&self.unresolved_error);
             }
             _ => {}
         }
@@ -559,6 +620,7 @@ impl StreamSummary {
             Some("error") if text(event, "severity").as_deref() == Some("error") => {
                 self.error = text(event, "message");
             }
+            Some("error") => self.retrying = text(event, "message"),
             Some("result") => {
                 if let Some(stats) = event.get("stats") {
                     // `output_tokens` leaves out thinking, which is billed as output (and
