@@ -194,6 +194,18 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen} ({what})"))?;
     tracing::info!(address = %listener.local_addr()?, "{what}");
+    Ok(serve_listener(listener, what, app, stop, limits))
+}
+
+/// Serves `app` on `listener` until `stop`, with the request timeout and the concurrency
+/// limit every listener gets.
+fn serve_listener(
+    listener: tokio::net::TcpListener,
+    what: &str,
+    app: Router,
+    stop: CancellationToken,
+    limits: &crate::settings::DistributedSettings,
+) -> tokio::task::JoinHandle<()> {
     // A slow or stuck client holds a request at most this long, and no listener serves
     // more than its limit at once, so one caller cannot exhaust the process.
     let app = app
@@ -205,14 +217,14 @@ async fn serve(
             limits.http_max_concurrent_requests,
         ));
     let what = what.to_string();
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
         {
             tracing::error!(%error, "the server ({what}) failed");
         }
-    }))
+    })
 }
 
 /// The bearer token the scheduler's API requires, as its SHA-256 digest (compared in
@@ -928,4 +940,98 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         .with_context(|| {
             format!("--since `{text}` is neither an age like `7d` nor an RFC 3339 time")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A listener with the given limits, serving `/slow` (never answers by itself) and
+    /// `/hold` (answers once released, counting who got in).
+    async fn limited_server(
+        timeout: Duration,
+        max_concurrent: usize,
+    ) -> (
+        String,
+        Arc<AtomicUsize>,
+        Arc<tokio::sync::Semaphore>,
+        CancellationToken,
+    ) {
+        let entered = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "never"
+                }),
+            )
+            .route(
+                "/hold",
+                get({
+                    let (entered, release) = (Arc::clone(&entered), Arc::clone(&release));
+                    move || async move {
+                        entered.fetch_add(1, Ordering::SeqCst);
+                        let _permit = release.acquire().await;
+                        "released"
+                    }
+                }),
+            );
+        let limits = crate::settings::DistributedSettings {
+            http_request_timeout: timeout,
+            http_max_concurrent_requests: max_concurrent,
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        serve_listener(listener, "test listener", app, stop.clone(), &limits);
+        (url, entered, release, stop)
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_timeout_gets_408() {
+        let (url, _entered, _release, stop) = limited_server(Duration::from_millis(200), 8).await;
+        // The client gives up long after the server should have answered.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let response = client.get(format!("{url}/slow")).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::REQUEST_TIMEOUT);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn no_more_requests_than_the_limit_are_served_at_once() {
+        let (url, entered, release, stop) = limited_server(Duration::from_secs(60), 1).await;
+        let first = tokio::spawn(reqwest::get(format!("{url}/hold")));
+        while entered.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = tokio::spawn(reqwest::get(format!("{url}/hold")));
+        // However long the first holds its place, the second waits for it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            entered.load(Ordering::SeqCst),
+            1,
+            "two requests were served at once"
+        );
+        release.add_permits(1);
+        assert_eq!(
+            first.await.unwrap().unwrap().text().await.unwrap(),
+            "released"
+        );
+        while entered.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release.add_permits(1);
+        assert_eq!(
+            second.await.unwrap().unwrap().text().await.unwrap(),
+            "released"
+        );
+        stop.cancel();
+    }
 }

@@ -124,9 +124,21 @@ async fn reviews_complete_across_a_broker_restart() {
     cluster.shutdown().await;
 }
 
-/// Stops Redis, saving its data so that the restart (as `scripts/services.sh` starts it)
-/// brings the reviews back: an outage, not a loss of state.
-fn stop_redis() {
+/// Stops Redis, saving its data so that the restart (as `scripts/services.sh` starts it,
+/// in the folder the running server keeps its snapshot in) brings the reviews back: an
+/// outage, not a loss of state. Returns that folder.
+fn stop_redis() -> String {
+    let directory = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379", "config", "get", "dir"])
+        .output()
+        .expect("run redis-cli");
+    // `config get dir` answers the name, then the value.
+    let directory = String::from_utf8_lossy(&directory.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or("/tmp")
+        .trim()
+        .to_string();
     let output = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", "6379", "shutdown", "save"])
         .output()
@@ -141,9 +153,10 @@ fn stop_redis() {
         "Redis still answers after shutdown: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    directory
 }
 
-fn start_redis() {
+fn start_redis(directory: &str) {
     let status = Command::new("redis-server")
         .args([
             "--daemonize",
@@ -158,7 +171,7 @@ fn start_redis() {
             "--appendonly",
             "no",
             "--dir",
-            "/tmp",
+            directory,
         ])
         .status()
         .expect("run redis-server");
@@ -170,7 +183,7 @@ fn start_redis() {
             .expect("run redis-cli");
         if String::from_utf8_lossy(&pong.stdout).contains("PONG") {
             // The snapshot did its job; a later start must not bring these keys back.
-            let _ = std::fs::remove_file("/tmp/dump.rdb");
+            let _ = std::fs::remove_file(std::path::Path::new(directory).join("dump.rdb"));
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -209,9 +222,9 @@ async fn a_redis_outage_while_an_agent_runs_keeps_its_result() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop_redis();
+    let directory = stop_redis();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    start_redis();
+    start_redis(&directory);
 
     let state = cluster
         .wait_for_status(&review_id, "published", Duration::from_secs(60))

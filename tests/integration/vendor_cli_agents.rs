@@ -1,5 +1,7 @@
 //! The vendor CLI runners (Claude Code, Codex, Gemini CLI) against stand-in executables that
-//! print each CLI's real event stream, and that crash, hang or print garbage.
+//! print each CLI's event stream: for what the real CLIs ([`crate::real_vendor_clis`])
+//! cannot be made to do (crash, hang, print garbage or prose) and to capture exactly what a
+//! CLI is started with (arguments, environment, working directory, prompt).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -137,55 +139,6 @@ async fn claude_code_runs_confined_and_reports_answer_usage_cost_and_tools() {
             std::env::var("HOME").unwrap()
         )),
         "{environment}"
-    );
-}
-
-#[tokio::test]
-async fn codex_and_gemini_cli_streams_give_results_with_usage() {
-    let result = run_on_known_problems(
-        cli_agent(RunnerKind::Codex, "codex", &[]),
-        &runner(RunnerKind::Codex),
-    )
-    .await
-    .unwrap();
-    assert_eq!(result.findings.len(), 1);
-    assert_eq!(
-        (result.usage.input_tokens, result.usage.output_tokens),
-        (4000, 600)
-    );
-    // Codex reports no cost; it comes from the price table.
-    let cost = result.usage.cost_usd.unwrap();
-    assert!(
-        (cost - (4000.0 * 1.25 + 600.0 * 10.0) / 1e6).abs() < 1e-12,
-        "{cost}"
-    );
-    assert_eq!(
-        result.usage.tool_calls,
-        BTreeMap::from([("shell".to_string(), 2)])
-    );
-
-    let result = run_on_known_problems(
-        cli_agent(RunnerKind::GeminiCli, "gemini", &[]),
-        &runner(RunnerKind::GeminiCli),
-    )
-    .await
-    .unwrap();
-    assert_eq!(result.findings.len(), 1);
-    assert_eq!(result.model.as_deref(), Some("gemini-stand-in"));
-    assert_eq!(
-        (result.usage.input_tokens, result.usage.output_tokens),
-        (2500, 400)
-    );
-    assert_eq!(
-        result.usage.cost_usd, None,
-        "no price configured, none invented"
-    );
-    assert_eq!(
-        result.usage.tool_calls,
-        BTreeMap::from([
-            ("read_file".to_string(), 1),
-            ("search_file_content".to_string(), 1)
-        ])
     );
 }
 
