@@ -43,10 +43,13 @@ pub struct VendorCliRunner {
 }
 
 /// What one run of a CLI gets besides its arguments: variables, and a directory of its own
-/// for the configuration written for it (removed when the run ends, even at a timeout).
+/// (removed when the run ends, even at a timeout) holding `home/`, for the configuration
+/// written for it, and `tmp/`, its `TMPDIR`. A private `TMPDIR` keeps runs out of each
+/// other's temporary files, and it is what lets Codex use a per-run home at all: Codex
+/// refuses to set up its sandbox helpers in a `CODEX_HOME` under the temporary directory.
 struct CliSetup {
     environment: Vec<(String, String)>,
-    _home: Option<tempfile::TempDir>,
+    _run_directory: tempfile::TempDir,
 }
 
 impl VendorCliRunner {
@@ -159,9 +162,23 @@ impl VendorCliRunner {
                 environment.push((standard.to_string(), key));
             }
         }
+        let run_directory = tempfile::Builder::new()
+            .prefix(&format!("deep-review-{}-", self.default_program()))
+            .tempdir()
+            .map_err(|error| {
+                RunnerError::failed(format!("could not create the CLI's run directory: {error}"))
+            })?;
+        let home = run_directory.path().join("home");
+        let temporary = run_directory.path().join("tmp");
+        for directory in [&home, &temporary] {
+            std::fs::create_dir_all(directory).map_err(|error| {
+                RunnerError::failed(format!("could not create {}: {error}", directory.display()))
+            })?;
+        }
         let mut set =
             |name: &str, value: &str| environment.push((name.to_string(), value.to_string()));
-        let home = match self.kind {
+        set("TMPDIR", &temporary.display().to_string());
+        match self.kind {
             RunnerKind::ClaudeCode => {
                 if let Some(base_url) = &agent.base_url {
                     set("ANTHROPIC_BASE_URL", base_url);
@@ -169,27 +186,20 @@ impl VendorCliRunner {
                 // No auto-update, telemetry or error reporting from a review sandbox.
                 set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
                 set("DISABLE_AUTOUPDATER", "1");
-                None
             }
             RunnerKind::Codex => match &agent.base_url {
                 // Codex ignores OPENAI_BASE_URL: an endpoint is a model provider in its
                 // configuration, so the run gets a CODEX_HOME of its own that names one.
                 Some(base_url) => {
-                    let home = config_home("codex")?;
-                    write_config_file(
-                        &home.path().join("config.toml"),
-                        &codex_configuration(base_url)?,
-                    )?;
-                    set("CODEX_HOME", &home.path().display().to_string());
-                    Some(home)
+                    write_config_file(&home.join("config.toml"), &codex_configuration(base_url)?)?;
+                    set("CODEX_HOME", &home.display().to_string());
                 }
-                None => None,
+                None => {}
             },
             _ => {
                 // Gemini CLI picks its authentication interactively unless its settings
                 // name one; a home of its own names the API key and trusts nothing else.
-                let home = config_home("gemini")?;
-                let settings = home.path().join(".gemini");
+                let settings = home.join(".gemini");
                 std::fs::create_dir_all(&settings).map_err(|error| {
                     RunnerError::failed(format!(
                         "could not create Gemini CLI's settings directory: {error}"
@@ -203,17 +213,16 @@ impl VendorCliRunner {
                     })
                     .to_string(),
                 )?;
-                set("GEMINI_CLI_HOME", &home.path().display().to_string());
+                set("GEMINI_CLI_HOME", &home.display().to_string());
                 set("GEMINI_CLI_TRUST_WORKSPACE", "true");
                 if let Some(base_url) = &agent.base_url {
                     set("GOOGLE_GEMINI_BASE_URL", base_url);
                 }
-                Some(home)
             }
-        };
+        }
         Ok(CliSetup {
             environment,
-            _home: home,
+            _run_directory: run_directory,
         })
     }
 
@@ -271,18 +280,6 @@ impl VendorCliRunner {
             tool_calls: summary.tool_calls.clone(),
         }
     }
-}
-
-/// A directory of the run's own for a CLI's configuration.
-fn config_home(cli: &str) -> Result<tempfile::TempDir, RunnerError> {
-    tempfile::Builder::new()
-        .prefix(&format!("deep-review-{cli}-home-"))
-        .tempdir()
-        .map_err(|error| {
-            RunnerError::failed(format!(
-                "could not create a configuration directory for {cli}: {error}"
-            ))
-        })
 }
 
 fn write_config_file(path: &std::path::Path, contents: &str) -> Result<(), RunnerError> {
@@ -836,6 +833,11 @@ mod tests {
 
         let codex = runner(RunnerKind::Codex).setup(&agent).unwrap();
         let home = variables(&codex)["CODEX_HOME"].clone();
+        // Codex sets up its sandbox helpers only in a home outside its temporary directory.
+        assert!(
+            !std::path::Path::new(&home).starts_with(&variables(&codex)["TMPDIR"]),
+            "{home}"
+        );
         let configuration =
             std::fs::read_to_string(std::path::Path::new(&home).join("config.toml")).unwrap();
         assert!(
