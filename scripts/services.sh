@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Makes sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672, guest/guest) are running,
-# installing them from Debian's packages when they are missing. Idempotent.
+# installing them (and bubblewrap, for the agent sandbox) from Debian's packages when they
+# are missing. Idempotent.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+# bubblewrap sandboxes agent processes (review.agent_isolation); the tests check it.
+command -v bwrap >/dev/null || missing+=(bubblewrap)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   apt-get update -qq

@@ -93,8 +93,11 @@ pub async fn review(
     out: &Path,
     show_progress: bool,
 ) -> anyhow::Result<(deep_review_protocol::ReviewJob, Report)> {
-    deep_review_worker::configure_agent_isolation(settings.review.agent_isolation)
-        .map_err(|reason| anyhow::anyhow!("invalid configuration: review.{reason}"))?;
+    deep_review_worker::configure_agent_isolation(
+        settings.review.agent_isolation,
+        &settings.scratch_directory(),
+    )
+    .map_err(|reason| anyhow::anyhow!("invalid configuration: review.{reason}"))?;
     let queue = MemoryTaskQueue::new(settings.review.delivery_limit);
     // Repo context updates of one review reach the next review of the same repository
     // through a file in its git directory, out of the work tree.

@@ -385,8 +385,11 @@ async fn connect_store(
 /// `deep-review worker`: consumes tasks until SIGTERM, then drains.
 pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
     settings.check_consumer_timeout()?;
-    let isolation = deep_review_worker::configure_agent_isolation(settings.review.agent_isolation)
-        .map_err(|reason| anyhow!("invalid configuration: review.{reason}"))?;
+    let isolation = deep_review_worker::configure_agent_isolation(
+        settings.review.agent_isolation,
+        &settings.scratch_directory(),
+    )
+    .map_err(|reason| anyhow!("invalid configuration: review.{reason}"))?;
     tracing::info!(?isolation, "agent processes isolated");
     let shutdown = shutdown_on_signals();
     let (metrics, readiness) = (new_metrics()?, Readiness::default());

@@ -255,3 +255,97 @@ fn failing_agents_are_named_and_the_review_still_completes() {
     let worktrees = repository.git(&["worktree", "list"]);
     assert_eq!(worktrees.lines().count(), 1, "{worktrees}");
 }
+
+/// In its sandbox an agent sees the system read-only and its own checkout, and nothing of
+/// the worker's: not its home, not other reviews' checkouts in the scratch directory, not
+/// the developer's working tree it was checked out from; and it can change none of them.
+/// With only a PID namespace (`agent_isolation = "pid-namespace"`) it can do all of that,
+/// which is what the sandbox is for.
+#[test]
+fn a_sandboxed_agent_sees_only_its_checkout() {
+    let sandbox_works = std::process::Command::new("bwrap")
+        .args(["--ro-bind", "/", "/", "--unshare-pid", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        sandbox_works,
+        "bubblewrap is needed for this test (scripts/services.sh installs it)"
+    );
+    let place = tempfile::tempdir().unwrap();
+    let home = place.path().join("home");
+    let scratch = place.path().join("scratch");
+    let other_checkout = scratch.join("other-review-1234");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&other_checkout).unwrap();
+    std::fs::write(home.join("credentials"), "home-secret").unwrap();
+    std::fs::write(other_checkout.join("private.rs"), "other-review-secret").unwrap();
+
+    let run = |isolation: &str| {
+        let (repository, _) = crate::util::repository_with_known_problems();
+        std::fs::write(
+            repository.path().join("uncommitted.txt"),
+            "working-tree-secret",
+        )
+        .unwrap();
+        let config = place.path().join(format!("{isolation}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[review]\nagent_isolation = \"{isolation}\"\nscratch_directory = \"{scratch}\"\n\n\
+                 [[agents]]\nname = \"file-snooping\"\nrunner = \"command\"\n\
+                 command = [\"{agent}\", \"{home}/credentials\", \"{other}/private.rs\", \"{tree}/uncommitted.txt\", \
+                 \"--write\", \"{home}/planted\", \"{tree}/planted\", \"{scratch}/planted\"]\ntimeout = \"30s\"\n",
+                scratch = scratch.display(),
+                agent = fixture("agents/file-snooping-agent.sh").display(),
+                home = home.display(),
+                other = other_checkout.display(),
+                tree = repository.path().display(),
+            ),
+        )
+        .unwrap();
+        let out = place.path().join(format!("out-{isolation}"));
+        let base = repository.git(&["rev-parse", "HEAD~1"]).trim().to_string();
+        let output = crate::util::deep_review_with(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "review",
+                "--repo",
+                repository.path().to_str().unwrap(),
+                "--base",
+                &base,
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+            &[("HOME", home.to_str().unwrap())],
+            None,
+        );
+        expect_success(&output);
+        let title = read_report(&out).findings[0].title.clone();
+        let planted: Vec<bool> = [
+            home.join("planted"),
+            repository.path().join("planted"),
+            scratch.join("planted"),
+        ]
+        .iter()
+        .map(|path| path.exists())
+        .collect();
+        (title, planted)
+    };
+
+    // What a sandboxed agent writes outside its checkout lands in its own empty
+    // filesystem, which goes with it: none of it reaches the worker's disk.
+    let (title, planted) = run("sandbox");
+    assert!(
+        title.starts_with("Read: nothing;") && title.ends_with("own checkout: yes"),
+        "the sandboxed agent got out: {title}"
+    );
+    assert_eq!(planted, vec![false, false, false], "{title}");
+
+    let (title, planted) = run("pid-namespace");
+    for secret in ["home-secret", "other-review-secret", "working-tree-secret"] {
+        assert!(title.contains(secret), "{secret} in {title}");
+    }
+    assert_eq!(planted, vec![true, true, true]);
+}

@@ -43,13 +43,9 @@ fn runner(kind: RunnerKind) -> VendorCliRunner {
 
 #[tokio::test]
 async fn claude_code_runs_confined_and_reports_answer_usage_cost_and_tools() {
-    let capture_directory = tempfile::tempdir().unwrap();
-    let capture = capture_directory.path().join("claude");
-    let agent = cli_agent(
-        RunnerKind::ClaudeCode,
-        "claude",
-        &["--capture", capture.to_str().unwrap()],
-    );
+    // The stand-in reports what it was started with inside its answer: a sandboxed agent
+    // cannot leave files behind.
+    let agent = cli_agent(RunnerKind::ClaudeCode, "claude", &["--report-capture"]);
     let result = run_on_known_problems(agent, &runner(RunnerKind::ClaudeCode))
         .await
         .unwrap();
@@ -74,9 +70,18 @@ async fn claude_code_runs_confined_and_reports_answer_usage_cost_and_tools() {
         ])
     );
 
-    let read = |suffix: &str| {
-        std::fs::read_to_string(capture.with_extension(suffix))
-            .unwrap_or_else(|error| panic!("{suffix}: {error}"))
+    let read = |name: &str| {
+        use base64::Engine;
+        let prefix = format!("capture:{name}:");
+        let encoded = result
+            .testing_gaps
+            .iter()
+            .find_map(|gap| gap.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} captured: {:?}", result.testing_gaps));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
     };
     let arguments = read("args");
     for expected in [

@@ -70,6 +70,7 @@ impl AgentRunner for CommandRunner {
             ],
             inherited: &[],
             worktree: change.worktree(),
+            writable: Vec::new(),
             deadline: change.deadline,
         })
         .await?;
@@ -114,6 +115,9 @@ pub(crate) struct AgentProcess<'a> {
     pub inherited: &'a [&'a str],
     /// Its working directory and `DEEP_REVIEW_WORKTREE`, when there is a checkout.
     pub worktree: Option<&'a std::path::Path>,
+    /// Folders it may write to besides its working directory (a sandboxed agent writes
+    /// nowhere else), e.g. the run directory a CLI's configuration was written to.
+    pub writable: Vec<std::path::PathBuf>,
     /// When to stop it (the worker's deadline for the agent). Stopping it here, rather than
     /// letting the worker drop the run, keeps what it printed so far: a timed-out agent's
     /// stream often holds the diagnosis (retries, refused keys).
@@ -145,12 +149,12 @@ pub(crate) async fn run_agent_process(
         environment,
         inherited,
         worktree,
+        writable: extra_writable,
         deadline,
     } = process;
     let resolved = crate::isolation::resolve_program(program)
         .map_err(|error| RunnerError::failed(format!("could not start `{program}`: {error}")))?;
     let isolation = crate::isolation::isolation();
-    let (wrapper, wrapped_arguments) = crate::isolation::wrap(isolation, &resolved, arguments);
     // With no checkout, the agent still gets a directory of its own (empty, removed
     // afterwards) rather than the worker's working directory.
     let empty_directory = match worktree {
@@ -164,6 +168,24 @@ pub(crate) async fn run_agent_process(
                 })?,
         ),
     };
+    let working_directory = worktree.or(empty_directory.as_ref().map(|directory| directory.path()));
+    // A sandboxed agent writes only to its own folders, and to config homes the operator
+    // gave its CLI (their variables are among those it inherits).
+    let mut writable: Vec<std::path::PathBuf> = working_directory
+        .map(std::path::Path::to_path_buf)
+        .into_iter()
+        .chain(extra_writable)
+        .collect();
+    writable.extend(
+        inherited
+            .iter()
+            .filter_map(std::env::var_os)
+            .map(std::path::PathBuf::from)
+            .filter(|path| path.is_absolute() && path.is_dir()),
+    );
+    let view = crate::isolation::FilesystemView::for_agent(&resolved, working_directory, writable);
+    let (wrapper, wrapped_arguments) =
+        crate::isolation::wrap(isolation, &resolved, arguments, &view);
     let mut pause = SPAWN_RETRY_PAUSE;
     let mut attempt = 1;
     loop {
@@ -195,12 +217,19 @@ pub(crate) async fn run_agent_process(
             (None, None) => {}
         }
         let output = run_started(&mut command, program, input.clone(), deadline).await?;
-        // Under `unshare` the agent's own exec happens in the wrapper, which reports a busy
-        // executable (ETXTBSY) as exit status 126; nothing of the agent ran, so it is
-        // tried again as a direct start would be.
-        let busy = isolation != crate::isolation::Isolation::Unisolated
-            && output.status.code() == Some(126)
-            && output.stderr.contains("Text file busy");
+        // Under `unshare` or bubblewrap the agent's own exec happens in the wrapper, which
+        // reports a busy executable (ETXTBSY) as exit status 126 (bubblewrap: 1, with
+        // `execvp`); nothing of the agent ran, so it is tried again as a direct start
+        // would be.
+        let busy = match isolation {
+            crate::isolation::Isolation::Unisolated => false,
+            crate::isolation::Isolation::Sandbox => {
+                output.stderr.contains("bwrap: execvp") && output.stderr.contains("Text file busy")
+            }
+            crate::isolation::Isolation::PidNamespace { .. } => {
+                output.status.code() == Some(126) && output.stderr.contains("Text file busy")
+            }
+        };
         if busy && attempt < SPAWN_ATTEMPTS {
             tracing::warn!(attempt, "the agent's executable is busy; trying again");
             tokio::time::sleep(pause).await;
@@ -427,6 +456,7 @@ mod tests {
             environment: Vec::new(),
             inherited: &[],
             worktree: None,
+            writable: Vec::new(),
             deadline: None,
         })
         .await
@@ -446,6 +476,7 @@ mod tests {
             environment: Vec::new(),
             inherited: &[],
             worktree: None,
+            writable: Vec::new(),
             deadline: None,
         })
         .await
@@ -472,6 +503,7 @@ mod tests {
             environment: Vec::new(),
             inherited: &[],
             worktree: None,
+            writable: Vec::new(),
             deadline: None,
         });
         // Far longer than flooding the cap takes: reaching it means nothing killed the agent.

@@ -5,12 +5,18 @@
 //! to any process of the same user. Two defences:
 //! - the worker marks itself non-dumpable, so processes of its user that lack
 //!   `CAP_SYS_PTRACE` (every agent of a non-root deployment) cannot read its `/proc` files;
-//! - each agent runs in its own PID namespace (`unshare --pid --mount-proc`, inside a user
-//!   namespace when the worker is not root), so `/proc` shows the agent only its own
+//! - each agent runs in its own PID namespace, so `/proc` shows the agent only its own
 //!   processes, even when the worker runs as root.
 //!
-//! The agent keeps the network (its model API) and the filesystem (its CLI installation and
-//! the checkout); see `docs/security.md` for what each runner can reach.
+//! Where bubblewrap works, the agent also gets a filesystem of its own (the sandbox): the
+//! system read-only, and empty in place of the temporary directory, the worker's home and
+//! its scratch directory (other reviews' checkouts, the mirrors), with only what the agent
+//! needs mounted back: its checkout and run directory writable, its checkout's git
+//! directory and its own installation read-only. Without bubblewrap, `unshare` gives the
+//! PID namespace alone (inside a user namespace when the worker is not root).
+//!
+//! The agent keeps the network (its model API); see `docs/security.md` for what each
+//! runner can reach.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -21,9 +27,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentIsolation {
-    /// A PID namespace where the machine allows one, otherwise none (with a warning).
+    /// The sandbox where bubblewrap works, else a PID namespace where the machine allows
+    /// one, else none (with a warning).
     #[default]
     Auto,
+    /// The sandbox (bubblewrap), or the worker refuses to start.
+    Sandbox,
     /// A PID namespace, or the worker refuses to start.
     PidNamespace,
     /// None: agents see every process of their user.
@@ -33,6 +42,8 @@ pub enum AgentIsolation {
 /// What this process does for each agent, decided once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
+    /// bubblewrap: a PID namespace and a filesystem view of the agent's own.
+    Sandbox,
     /// `unshare` with a new PID namespace; inside a user namespace too when not root.
     PidNamespace { user_namespace: bool },
     /// Agents run as plain child processes.
@@ -41,11 +52,21 @@ pub enum Isolation {
 
 static CHOSEN: OnceLock<Isolation> = OnceLock::new();
 
+/// Folders the sandbox empties besides the temporary directory and the worker's home: the
+/// worker's scratch directory, set once at start.
+static HIDDEN: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
 /// Decides the isolation for this process's agents from `mode` (probing what the machine
 /// allows) and makes the process non-dumpable. Call once at start; the first decision
-/// stands. An error when `mode` demands a namespace the machine cannot give.
-pub fn configure_agent_isolation(mode: AgentIsolation) -> Result<Isolation, String> {
+/// stands. `scratch_directory` (where checkouts and mirrors go) is hidden from sandboxed
+/// agents but for each one's own checkout. An error when `mode` demands an isolation the
+/// machine cannot give.
+pub fn configure_agent_isolation(
+    mode: AgentIsolation,
+    scratch_directory: &Path,
+) -> Result<Isolation, String> {
     protect_process();
+    let _first = HIDDEN.set(vec![scratch_directory.to_path_buf()]);
     let wanted = decide(mode)?;
     Ok(*CHOSEN.get_or_init(|| wanted))
 }
@@ -58,6 +79,12 @@ pub(crate) fn isolation() -> Isolation {
 fn decide(mode: AgentIsolation) -> Result<Isolation, String> {
     match mode {
         AgentIsolation::None => Ok(Isolation::Unisolated),
+        AgentIsolation::Sandbox => probe_sandbox().ok_or_else(|| {
+            "agent_isolation = \"sandbox\", but bubblewrap (`bwrap`) is missing or cannot \
+             create namespaces here"
+                .to_string()
+        }),
+        AgentIsolation::Auto if probe_sandbox().is_some() => Ok(Isolation::Sandbox),
         AgentIsolation::PidNamespace | AgentIsolation::Auto => match probe() {
             Some(isolation) => Ok(isolation),
             None if mode == AgentIsolation::PidNamespace => Err(
@@ -73,6 +100,24 @@ fn decide(mode: AgentIsolation) -> Result<Isolation, String> {
     }
 }
 
+/// Whether bubblewrap can sandbox a process here.
+fn probe_sandbox() -> Option<Isolation> {
+    let (program, arguments) = wrap(
+        Isolation::Sandbox,
+        Path::new("true"),
+        &[],
+        &FilesystemView::default(),
+    );
+    let works = std::process::Command::new(program)
+        .args(arguments)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    works.then_some(Isolation::Sandbox)
+}
+
 /// Whether `unshare` can give a process its own PID namespace here.
 fn probe() -> Option<Isolation> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -80,7 +125,12 @@ fn probe() -> Option<Isolation> {
     let candidates: &[bool] = if root { &[false, true] } else { &[true] };
     candidates.iter().copied().find_map(|user_namespace| {
         let isolation = Isolation::PidNamespace { user_namespace };
-        let (program, arguments) = wrap(isolation, Path::new("true"), &[]);
+        let (program, arguments) = wrap(
+            isolation,
+            Path::new("true"),
+            &[],
+            &FilesystemView::default(),
+        );
         let works = std::process::Command::new(program)
             .args(arguments)
             .stdin(std::process::Stdio::null())
@@ -92,14 +142,151 @@ fn probe() -> Option<Isolation> {
     })
 }
 
-/// The program and arguments that run `program` with `arguments` under `isolation`.
+/// What a sandboxed agent sees of the filesystem besides the read-only system.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct FilesystemView {
+    /// Mounted back writable: its checkout or empty directory, its run directory, config
+    /// homes the operator gave its CLI.
+    pub writable: Vec<PathBuf>,
+    /// Mounted back read-only: its checkout's git directory, its own installation.
+    pub readable: Vec<PathBuf>,
+    /// Its working directory.
+    pub working_directory: Option<PathBuf>,
+}
+
+impl FilesystemView {
+    /// What an agent started as `program` needs: `writable` folders, and read-only its
+    /// installation, the `PATH` folders it may run tools from, and the git directory of
+    /// its checkout, where any of them lies in a hidden folder.
+    pub(crate) fn for_agent(
+        program: &Path,
+        working_directory: Option<&Path>,
+        writable: Vec<PathBuf>,
+    ) -> FilesystemView {
+        let hidden = hidden_folders();
+        let is_hidden = |path: &Path| hidden.iter().any(|folder| path.starts_with(folder));
+        let mut readable = Vec::new();
+        if let Ok(real) = program.canonicalize() {
+            // An npm-installed CLI needs its whole `node_modules`, a plain one its folder.
+            let installation = real
+                .ancestors()
+                .filter(|ancestor| {
+                    ancestor
+                        .file_name()
+                        .is_some_and(|name| name == "node_modules")
+                })
+                .last()
+                .or_else(|| real.parent())
+                .map(Path::to_path_buf);
+            readable.extend(installation);
+        }
+        readable.extend(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .filter(|folder| folder.is_dir()),
+        );
+        if let Some(git_directory) = working_directory.and_then(worktree_git_directory) {
+            readable.push(git_directory);
+        }
+        readable.retain(|path| is_hidden(path));
+        readable.sort();
+        readable.dedup();
+        FilesystemView {
+            writable,
+            readable,
+            working_directory: working_directory.map(Path::to_path_buf),
+        }
+    }
+}
+
+/// The folders a sandboxed agent finds empty: the temporary directory, the worker's home
+/// and its scratch directory.
+fn hidden_folders() -> Vec<PathBuf> {
+    let mut folders = vec![std::env::temp_dir()];
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        if home.is_absolute() && home != Path::new("/") {
+            folders.push(home);
+        }
+    }
+    folders.extend(HIDDEN.get().into_iter().flatten().cloned());
+    folders
+        .into_iter()
+        .filter_map(|folder| folder.canonicalize().ok())
+        .filter(|folder| folder != Path::new("/"))
+        .collect()
+}
+
+/// The repository's git directory behind a linked worktree (its `.git` file names
+/// `<git directory>/worktrees/<name>`), or the checkout's own `.git` folder.
+fn worktree_git_directory(worktree: &Path) -> Option<PathBuf> {
+    let marker = worktree.join(".git");
+    if marker.is_dir() {
+        return marker.canonicalize().ok();
+    }
+    let text = std::fs::read_to_string(&marker).ok()?;
+    let linked = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    let linked = if linked.is_absolute() {
+        linked
+    } else {
+        worktree.join(linked)
+    };
+    // `<git directory>/worktrees/<name>`: the common directory holds the objects.
+    let common = linked.parent()?.parent()?;
+    common.canonicalize().ok()
+}
+
+/// The program and arguments that run `program` with `arguments` under `isolation`; a
+/// sandboxed one sees the filesystem as `view` says.
 pub(crate) fn wrap(
     isolation: Isolation,
     program: &Path,
     arguments: &[String],
+    view: &FilesystemView,
 ) -> (PathBuf, Vec<String>) {
     match isolation {
         Isolation::Unisolated => (program.to_path_buf(), arguments.to_vec()),
+        Isolation::Sandbox => {
+            let mut wrapped: Vec<String> = [
+                "--die-with-parent",
+                "--unshare-pid",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+            ]
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+            let mut mount = |operation: &str, path: &Path| {
+                let path = path.display().to_string();
+                wrapped.extend([operation.to_string(), path.clone()]);
+                if operation != "--tmpfs" {
+                    wrapped.push(path);
+                }
+            };
+            // Later mounts go on top of earlier ones: first empty the hidden folders,
+            // then mount back what the agent needs.
+            for folder in hidden_folders() {
+                mount("--tmpfs", &folder);
+            }
+            for path in &view.readable {
+                mount("--ro-bind", path);
+            }
+            for path in &view.writable {
+                mount("--bind", path);
+            }
+            if let Some(directory) = &view.working_directory {
+                wrapped.extend(["--chdir".to_string(), directory.display().to_string()]);
+            }
+            wrapped.push("--".to_string());
+            wrapped.push(program.display().to_string());
+            wrapped.extend(arguments.iter().cloned());
+            (PathBuf::from("bwrap"), wrapped)
+        }
         Isolation::PidNamespace { user_namespace } => {
             let mut wrapped: Vec<String> = Vec::new();
             if user_namespace {
@@ -172,14 +359,80 @@ mod tests {
             },
             Path::new("/usr/bin/agent"),
             &["--fast".to_string()],
+            &FilesystemView::default(),
         );
         assert_eq!(program, PathBuf::from("unshare"));
         assert_eq!(
             arguments.join(" "),
             "--user --map-root-user --pid --fork --mount-proc --kill-child -- /usr/bin/agent --fast"
         );
-        let (program, arguments) = wrap(Isolation::Unisolated, Path::new("agent"), &[]);
+        let (program, arguments) = wrap(
+            Isolation::Unisolated,
+            Path::new("agent"),
+            &[],
+            &FilesystemView::default(),
+        );
         assert_eq!((program, arguments), (PathBuf::from("agent"), Vec::new()));
+    }
+
+    #[test]
+    fn the_sandbox_empties_hidden_folders_before_mounting_back_what_the_agent_needs() {
+        let view = FilesystemView {
+            writable: vec![PathBuf::from("/tmp/scratch/review-1/checkout")],
+            readable: vec![PathBuf::from("/tmp/scratch/mirrors/a.git")],
+            working_directory: Some(PathBuf::from("/tmp/scratch/review-1/checkout")),
+        };
+        let (program, arguments) = wrap(
+            Isolation::Sandbox,
+            Path::new("/usr/bin/agent"),
+            &["-v".into()],
+            &view,
+        );
+        assert_eq!(program, PathBuf::from("bwrap"));
+        let line = arguments.join(" ");
+        assert!(
+            line.starts_with("--die-with-parent --unshare-pid --ro-bind / / "),
+            "{line}"
+        );
+        let position = |needle: &str| {
+            line.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {line}"))
+        };
+        let temporary = std::env::temp_dir().canonicalize().unwrap();
+        let hidden = position(&format!("--tmpfs {}", temporary.display()));
+        let readable = position("--ro-bind /tmp/scratch/mirrors/a.git /tmp/scratch/mirrors/a.git");
+        let writable =
+            position("--bind /tmp/scratch/review-1/checkout /tmp/scratch/review-1/checkout");
+        assert!(hidden < readable && readable < writable, "{line}");
+        assert!(
+            line.ends_with("--chdir /tmp/scratch/review-1/checkout -- /usr/bin/agent -v"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_linked_worktree_leads_to_its_repository_git_directory() {
+        let repository = tempfile::tempdir().unwrap();
+        let git_directory = repository.path().join(".git");
+        std::fs::create_dir_all(git_directory.join("worktrees/review-1")).unwrap();
+        let checkout = tempfile::tempdir().unwrap();
+        std::fs::write(
+            checkout.path().join(".git"),
+            format!(
+                "gitdir: {}\n",
+                git_directory.join("worktrees/review-1").display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            worktree_git_directory(checkout.path()),
+            Some(git_directory.canonicalize().unwrap())
+        );
+        assert_eq!(
+            worktree_git_directory(repository.path()),
+            Some(git_directory.canonicalize().unwrap()),
+            "a plain clone's own .git"
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct VendorCliRunner {
 /// refuses to set up its sandbox helpers in a `CODEX_HOME` under the temporary directory.
 struct CliSetup {
     environment: Vec<(String, String)>,
-    _run_directory: tempfile::TempDir,
+    run_directory: tempfile::TempDir,
 }
 
 impl VendorCliRunner {
@@ -187,15 +187,14 @@ impl VendorCliRunner {
                 set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
                 set("DISABLE_AUTOUPDATER", "1");
             }
-            RunnerKind::Codex => match &agent.base_url {
+            RunnerKind::Codex => {
                 // Codex ignores OPENAI_BASE_URL: an endpoint is a model provider in its
                 // configuration, so the run gets a CODEX_HOME of its own that names one.
-                Some(base_url) => {
+                if let Some(base_url) = &agent.base_url {
                     write_config_file(&home.join("config.toml"), &codex_configuration(base_url)?)?;
                     set("CODEX_HOME", &home.display().to_string());
                 }
-                None => {}
-            },
+            }
             _ => {
                 // Gemini CLI picks its authentication interactively unless its settings
                 // name one; a home of its own names the API key and trusts nothing else.
@@ -222,7 +221,7 @@ impl VendorCliRunner {
         }
         Ok(CliSetup {
             environment,
-            _run_directory: run_directory,
+            run_directory,
         })
     }
 
@@ -346,6 +345,7 @@ impl AgentRunner for VendorCliRunner {
             environment: setup.environment.clone(),
             inherited: self.inherited(),
             worktree: change.worktree(),
+            writable: vec![setup.run_directory.path().to_path_buf()],
             deadline: change.deadline,
         })
         .instrument(tracing::info_span!("vendor_cli", program))
