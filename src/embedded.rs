@@ -95,7 +95,7 @@ pub async fn review(
 ) -> anyhow::Result<(deep_review_protocol::ReviewJob, Report)> {
     deep_review_worker::configure_agent_isolation(
         settings.review.agent_isolation,
-        &settings.scratch_directory(),
+        settings.sandbox_folders(),
     )
     .map_err(|reason| anyhow::anyhow!("invalid configuration: review.{reason}"))?;
     let queue = MemoryTaskQueue::new(settings.review.delivery_limit);

@@ -387,7 +387,7 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
     settings.check_consumer_timeout()?;
     let isolation = deep_review_worker::configure_agent_isolation(
         settings.review.agent_isolation,
-        &settings.scratch_directory(),
+        settings.sandbox_folders(),
     )
     .map_err(|reason| anyhow!("invalid configuration: review.{reason}"))?;
     tracing::info!(?isolation, "agent processes isolated");

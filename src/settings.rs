@@ -233,11 +233,20 @@ pub struct ReviewSettings {
     pub delivery_limit: u32,
     /// Where agent worktrees are created; the system temp directory when empty.
     pub scratch_directory: String,
-    /// How agent processes are kept from the worker's other processes (and so from its
-    /// secrets in `/proc`): `auto` (a PID namespace where the machine allows one),
-    /// `pid-namespace` (required), or `none`.
+    /// How agent processes are kept from the worker's processes and files: `auto` (the
+    /// bubblewrap sandbox where it works, else a PID namespace where the machine allows
+    /// one), `sandbox` or `pid-namespace` (required), or `none`.
     #[serde(default)]
     pub agent_isolation: deep_review_worker::AgentIsolation,
+    /// Folders a sandboxed agent may also read, though they lie in a folder the sandbox
+    /// empties (the worker's home, the temporary directory): e.g. a CLI's login kept in
+    /// the worker's home.
+    #[serde(default)]
+    pub agent_readable_paths: Vec<PathBuf>,
+    /// Folders a sandboxed agent may also write, shared by every agent: e.g. a package
+    /// cache. Nothing else outside its checkout is writable.
+    #[serde(default)]
+    pub agent_writable_paths: Vec<PathBuf>,
 }
 
 /// Report output.
@@ -262,6 +271,8 @@ impl Default for Settings {
                 delivery_limit: 5,
                 scratch_directory: String::new(),
                 agent_isolation: deep_review_worker::AgentIsolation::Auto,
+                agent_readable_paths: Vec::new(),
+                agent_writable_paths: Vec::new(),
             },
             output: OutputSettings {
                 formats: OutputFormat::ALL.to_vec(),
@@ -388,6 +399,15 @@ impl Settings {
             daily_usd_total: self.budget.daily_usd_total,
             fallback_agents,
         })
+    }
+
+    /// What the agent sandbox hides and mounts back besides each agent's own folders.
+    pub fn sandbox_folders(&self) -> deep_review_worker::SandboxFolders {
+        deep_review_worker::SandboxFolders {
+            scratch_directory: self.scratch_directory(),
+            readable: self.review.agent_readable_paths.clone(),
+            writable: self.review.agent_writable_paths.clone(),
+        }
     }
 
     /// Where worktrees go.

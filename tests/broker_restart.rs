@@ -39,6 +39,7 @@ async fn reviews_complete_across_a_broker_restart() {
         markers.path().display()
     );
     let mut cluster = Cluster::new(&line_up, "");
+    cluster.let_agents_write(markers.path());
     cluster.start("scheduler");
     cluster.start("worker");
     cluster.start("consolidator");
@@ -201,6 +202,7 @@ async fn a_redis_outage_while_an_agent_runs_keeps_its_result() {
         markers.path().display()
     );
     let mut cluster = Cluster::new(&line_up, "");
+    cluster.let_agents_write(markers.path());
     cluster.start("scheduler");
     cluster.start("worker");
     cluster.start("consolidator");

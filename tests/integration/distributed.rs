@@ -105,6 +105,7 @@ async fn submit_wait_matches_the_embedded_review_across_many_reviews() {
 async fn a_killed_worker_task_is_redelivered_without_duplicates() {
     let markers = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    cluster.let_agents_write(markers.path());
     cluster.start("scheduler");
     let doomed = cluster.start("worker");
     cluster.start("consolidator");
@@ -167,6 +168,7 @@ fn expect_success_output(output: std::process::Output) -> std::process::Output {
 async fn a_restarted_consolidator_publishes_exactly_once() {
     let markers = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    cluster.let_agents_write(markers.path());
     cluster.start("scheduler");
     cluster.start("worker");
     let first = cluster.start("consolidator");
@@ -204,6 +206,7 @@ async fn an_agent_that_never_answers_gives_a_partial_report_at_the_deadline() {
     let markers = tempfile::tempdir().unwrap();
     // The slow agent's queue has no consumer: only builtin tasks are taken.
     let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "1", "2s"), "");
+    cluster.let_agents_write(markers.path());
     let builtin_only = cluster.directory.path().join("builtin-only.toml");
     let text = std::fs::read_to_string(&cluster.config).unwrap().replace(
         "runners = [\"builtin\", \"command\"]",
@@ -233,6 +236,7 @@ async fn an_agent_that_never_answers_gives_a_partial_report_at_the_deadline() {
 async fn a_new_round_supersedes_the_unfinished_older_one() {
     let markers = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    cluster.let_agents_write(markers.path());
     cluster.start("scheduler");
     cluster.start("worker");
     cluster.start("consolidator");
@@ -533,6 +537,7 @@ async fn metrics_and_health_move_as_reviews_run() {
 async fn a_draining_worker_is_not_ready_and_finishes_its_task() {
     let markers = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(&slow_agent_line_up(markers.path(), "2", "30s"), "");
+    cluster.let_agents_write(markers.path());
     cluster.start("scheduler");
     let worker = cluster.start("worker");
     cluster.start("consolidator");

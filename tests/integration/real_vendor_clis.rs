@@ -293,6 +293,44 @@ async fn exercise(cli: Cli) {
         }),
         "{agent}: the configured model was not the one asked for"
     );
+    // The tools the CLI offered its model: read-only ones (Codex's shell runs in its
+    // read-only sandbox).
+    let offered: std::collections::BTreeSet<String> = requests
+        .iter()
+        .filter_map(|request| request.body.get("tools"))
+        .flat_map(|tools| {
+            let tools = tools.as_array().cloned().unwrap_or_default();
+            tools.into_iter().flat_map(|tool| {
+                // Gemini nests its declarations; the others list tools by name.
+                match tool.get("functionDeclarations").and_then(|d| d.as_array()) {
+                    Some(declarations) => declarations
+                        .iter()
+                        .filter_map(|d| d["name"].as_str().map(str::to_string))
+                        .collect::<Vec<_>>(),
+                    None => tool["name"]
+                        .as_str()
+                        .map(str::to_string)
+                        .into_iter()
+                        .collect(),
+                }
+            })
+        })
+        .collect();
+    match cli {
+        Cli::Claude => assert_eq!(
+            offered,
+            ["Glob", "Grep", "Read"].map(str::to_string).into(),
+            "Claude Code offered more than its read-only tools"
+        ),
+        _ => {
+            for writer in ["write_file", "replace", "run_shell_command", "apply_patch"] {
+                assert!(
+                    !offered.contains(writer),
+                    "{agent} offered {writer}: {offered:?}"
+                );
+            }
+        }
+    }
 
     for fault in [Fault::DropStream, Fault::Status(429), Fault::Status(500)] {
         let run = review(&bin, cli, fault, KEY, "2m").await;

@@ -280,6 +280,21 @@ impl Cluster {
         }
     }
 
+    /// Lets this cluster's agents write to `folder` (the markers slow stand-ins leave):
+    /// sandboxed agents write nowhere outside their checkout otherwise.
+    pub fn let_agents_write(&self, folder: &Path) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text.replacen(
+            "[review]\n",
+            &format!(
+                "[review]\nagent_writable_paths = [\"{}\"]\n",
+                folder.display()
+            ),
+            1,
+        );
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
     /// Starts `deep-review <role>` with this cluster's configuration (or `config`).
     pub fn start(&mut self, role: &str) -> usize {
         let config = self.config.clone();

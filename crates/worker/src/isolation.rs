@@ -52,21 +52,31 @@ pub enum Isolation {
 
 static CHOSEN: OnceLock<Isolation> = OnceLock::new();
 
-/// Folders the sandbox empties besides the temporary directory and the worker's home: the
-/// worker's scratch directory, set once at start.
-static HIDDEN: OnceLock<Vec<PathBuf>> = OnceLock::new();
+/// The operator's part of what the sandbox shows, set once at start.
+static FOLDERS: OnceLock<SandboxFolders> = OnceLock::new();
+
+/// What the sandbox hides and mounts back besides each agent's own folders.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxFolders {
+    /// Where checkouts and mirrors go: emptied like the temporary directory and the
+    /// worker's home, but for each agent's own checkout.
+    pub scratch_directory: PathBuf,
+    /// Folders every agent may read though they lie in an emptied one.
+    pub readable: Vec<PathBuf>,
+    /// Folders every agent may write (shared caches).
+    pub writable: Vec<PathBuf>,
+}
 
 /// Decides the isolation for this process's agents from `mode` (probing what the machine
 /// allows) and makes the process non-dumpable. Call once at start; the first decision
-/// stands. `scratch_directory` (where checkouts and mirrors go) is hidden from sandboxed
-/// agents but for each one's own checkout. An error when `mode` demands an isolation the
-/// machine cannot give.
+/// stands. `folders` says what sandboxed agents find emptied and mounted back. An error
+/// when `mode` demands an isolation the machine cannot give.
 pub fn configure_agent_isolation(
     mode: AgentIsolation,
-    scratch_directory: &Path,
+    folders: SandboxFolders,
 ) -> Result<Isolation, String> {
     protect_process();
-    let _first = HIDDEN.set(vec![scratch_directory.to_path_buf()]);
+    let _first = FOLDERS.set(folders);
     let wanted = decide(mode)?;
     Ok(*CHOSEN.get_or_init(|| wanted))
 }
@@ -165,7 +175,21 @@ impl FilesystemView {
     ) -> FilesystemView {
         let hidden = hidden_folders();
         let is_hidden = |path: &Path| hidden.iter().any(|folder| path.starts_with(folder));
-        let mut readable = Vec::new();
+        let operator = FOLDERS.get().cloned().unwrap_or_default();
+        let mut writable = writable;
+        writable.extend(
+            operator
+                .writable
+                .iter()
+                .filter(|path| path.is_dir())
+                .cloned(),
+        );
+        let mut readable: Vec<PathBuf> = operator
+            .readable
+            .iter()
+            .filter(|path| path.exists())
+            .cloned()
+            .collect();
         if let Ok(real) = program.canonicalize() {
             // An npm-installed CLI needs its whole `node_modules`, a plain one its folder.
             let installation = real
@@ -209,7 +233,11 @@ fn hidden_folders() -> Vec<PathBuf> {
             folders.push(home);
         }
     }
-    folders.extend(HIDDEN.get().into_iter().flatten().cloned());
+    folders.extend(
+        FOLDERS
+            .get()
+            .map(|folders| folders.scratch_directory.clone()),
+    );
     folders
         .into_iter()
         .filter_map(|folder| folder.canonicalize().ok())

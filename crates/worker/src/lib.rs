@@ -33,7 +33,7 @@ use tracing::Instrument;
 pub use builtin::{mask_secrets, BuiltinRunner, BuiltinSettings};
 pub use change::{remove_orphaned_checkouts, ChangeError, PreparedChange, ORPHANED_CHECKOUT_AGE};
 pub use command::CommandRunner;
-pub use isolation::{configure_agent_isolation, AgentIsolation, Isolation};
+pub use isolation::{configure_agent_isolation, AgentIsolation, Isolation, SandboxFolders};
 pub use model::{ModelRunner, ModelSettings};
 pub use pricing::{ModelPrice, PriceTable};
 pub use prompt::{
