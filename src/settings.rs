@@ -360,7 +360,7 @@ impl Settings {
             bail!("invalid configuration: distributed.http_max_concurrent_requests must be at least 1");
         }
         if self.output.formats.is_empty() {
-            bail!("invalid configuration: output.formats must name at least one of markdown, html, json");
+            bail!("invalid configuration: output.formats must name at least one of markdown, html, json, sarif");
         }
         Ok(())
     }

@@ -74,14 +74,17 @@ pub enum OutputFormat {
     Html,
     /// `report.json`.
     Json,
+    /// `report.sarif` (SARIF 2.1.0, for code scanning).
+    Sarif,
 }
 
 impl OutputFormat {
     /// Every format.
-    pub const ALL: [OutputFormat; 3] = [
+    pub const ALL: [OutputFormat; 4] = [
         OutputFormat::Markdown,
         OutputFormat::Html,
         OutputFormat::Json,
+        OutputFormat::Sarif,
     ];
 
     /// The report file this format is written to.
@@ -90,6 +93,7 @@ impl OutputFormat {
             OutputFormat::Markdown => "report.md",
             OutputFormat::Html => "report.html",
             OutputFormat::Json => "report.json",
+            OutputFormat::Sarif => "report.sarif",
         }
     }
 }
@@ -204,6 +208,8 @@ impl Publisher for FilesPublisher {
                 OutputFormat::Html => render::html::render(report),
                 OutputFormat::Json => render::json(report)
                     .map_err(|error| self.error(format!("encoding the report: {error}")))?,
+                OutputFormat::Sarif => render::sarif::render(report)
+                    .map_err(|error| self.error(format!("encoding the SARIF log: {error}")))?,
             };
             self.write(&directory.join(format.file_name()), content.as_bytes())
                 .await?;

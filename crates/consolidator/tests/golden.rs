@@ -136,3 +136,59 @@ fn json_matches_its_golden_file_and_reads_back() {
     let read_back: Report = serde_json::from_str(&json).expect("report.json parses");
     assert_eq!(read_back, report);
 }
+
+/// `report.sarif` is a valid SARIF 2.1.0 log (checked against the OASIS schema, vendored
+/// in `tests/schemas/`), matches its golden file, and carries every finding with its level
+/// and locations.
+#[test]
+fn sarif_is_valid_against_the_sarif_schema_and_matches_its_golden_file() {
+    let report = fixture_report();
+    let text = render::sarif::render(&report).expect("sarif");
+    check("report.sarif", &text);
+    let log: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let schema_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&log)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report.sarif breaks the schema: {errors:#?}"
+    );
+
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), report.findings.len());
+    for (result, finding) in results.iter().zip(&report.findings) {
+        let expected = match finding.severity {
+            deep_review_protocol::Severity::Critical => "error",
+            deep_review_protocol::Severity::Important => "warning",
+            deep_review_protocol::Severity::Suggestion => "note",
+        };
+        assert_eq!(result["level"], expected);
+        assert!(result["message"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&finding.title));
+        assert_eq!(
+            result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            finding.locations[0].path.as_str()
+        );
+        assert_eq!(
+            result["properties"]["agents"],
+            serde_json::json!(finding.agents)
+        );
+    }
+
+    // A schema check that cannot fail proves nothing: a log missing a result's message is
+    // refused.
+    let mut broken = log.clone();
+    broken["runs"][0]["results"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("message");
+    assert!(!validator.is_valid(&broken));
+}

@@ -2,6 +2,7 @@
 
 pub mod html;
 pub mod markdown;
+pub mod sarif;
 
 use std::collections::BTreeMap;
 
