@@ -131,7 +131,16 @@ struct Run {
     api: VendorApi,
 }
 
-async fn review(bin: &std::path::Path, cli: Cli, fault: Fault, key: &str, timeout: &str) -> Run {
+/// Runs the review; `claude_retries` caps Claude Code's retries of a failed request (its
+/// default, ten over minutes, outlasts a test), `None` leaves its default.
+async fn review(
+    bin: &std::path::Path,
+    cli: Cli,
+    fault: Fault,
+    key: &str,
+    timeout: &str,
+    claude_retries: Option<&'static str>,
+) -> Run {
     let api = VendorApi::start(fault).await;
     let directory = tempfile::tempdir().unwrap();
     let config = directory.path().join("deep-review.toml");
@@ -153,18 +162,14 @@ async fn review(bin: &std::path::Path, cli: Cli, fault: Fault, key: &str, timeou
             home.display().to_string(),
         );
         tokio::task::spawn_blocking(move || {
-            let (_repository, output) = review_known_problems(
-                &out,
-                &["--config", &config],
-                &["--quiet"],
-                &[
-                    (KEY_VARIABLE, key.as_str()),
-                    ("PATH", path.as_str()),
-                    ("HOME", home.as_str()),
-                    // Claude Code retries a refused key ten times over minutes by default.
-                    ("CLAUDE_CODE_MAX_RETRIES", "2"),
-                ],
-            );
+            let mut environment = vec![
+                (KEY_VARIABLE, key.as_str()),
+                ("PATH", path.as_str()),
+                ("HOME", home.as_str()),
+            ];
+            environment.extend(claude_retries.map(|retries| ("CLAUDE_CODE_MAX_RETRIES", retries)));
+            let (_repository, output) =
+                review_known_problems(&out, &["--config", &config], &["--quiet"], &environment);
             output
         })
         .await
@@ -259,7 +264,7 @@ async fn exercise(cli: Cli) {
     };
     let agent = cli.agent();
 
-    let run = review(&bin, cli, Fault::None, KEY, "2m").await;
+    let run = review(&bin, cli, Fault::None, KEY, "2m", Some("2")).await;
     assert_reviewed(cli, &run, "answered");
     // The requests came from the real CLI, at the version the install script pins, for
     // the configured model.
@@ -333,7 +338,7 @@ async fn exercise(cli: Cli) {
     }
 
     for fault in [Fault::DropStream, Fault::Status(429), Fault::Status(500)] {
-        let run = review(&bin, cli, fault, KEY, "2m").await;
+        let run = review(&bin, cli, fault, KEY, "2m", Some("2")).await;
         let case = format!("{fault:?}");
         assert_reviewed(cli, &run, &case);
         assert!(
@@ -345,7 +350,7 @@ async fn exercise(cli: Cli) {
 
     // A refused key: the agent failed, the report says so and where the key comes from,
     // and a review that nobody completed is Incomplete (exit 4), never Merge.
-    let run = review(&bin, cli, Fault::None, "sk-wrong", "2m").await;
+    let run = review(&bin, cli, Fault::None, "sk-wrong", "2m", Some("2")).await;
     assert_eq!(run.output.status.code(), Some(4), "{}", describe(&run));
     let failed = run
         .report
@@ -389,43 +394,10 @@ async fn a_cli_stopped_at_its_timeout_keeps_its_stream_and_the_diagnosis() {
     let Some(bin) = installed_clis() else {
         return;
     };
-    let api = VendorApi::start(Fault::None).await;
-    let directory = tempfile::tempdir().unwrap();
-    let config = directory.path().join("deep-review.toml");
-    std::fs::write(&config, Cli::Claude.configuration(&api.url, "6s")).unwrap();
-    let home = directory.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let out = directory.path().join("out");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let output = {
-        let (config, out, home) = (
-            config.display().to_string(),
-            out.clone(),
-            home.display().to_string(),
-        );
-        tokio::task::spawn_blocking(move || {
-            review_known_problems(
-                &out,
-                &["--config", &config],
-                &["--quiet"],
-                // Its default retries (ten, minutes apart at the end) outlast the timeout.
-                &[
-                    (KEY_VARIABLE, "sk-wrong"),
-                    ("PATH", path.as_str()),
-                    ("HOME", home.as_str()),
-                ],
-            )
-            .1
-        })
-        .await
-        .unwrap()
-    };
-    assert_eq!(output.status.code(), Some(4));
-    let report = read_report(&out);
+    // Its default retries (ten, minutes apart at the end) outlast the timeout.
+    let run = review(&bin, Cli::Claude, Fault::None, "sk-wrong", "6s", None).await;
+    assert_eq!(run.output.status.code(), Some(4), "{}", describe(&run));
+    let report = &run.report;
     let result = &report.appendix[0];
     assert_eq!(result.status, AgentStatus::TimedOut, "{result:?}");
     let error = result.error.clone().unwrap_or_default();
@@ -437,5 +409,8 @@ async fn a_cli_stopped_at_its_timeout_keeps_its_stream_and_the_diagnosis() {
     );
     let stream = result.raw_output.clone().unwrap_or_default();
     assert!(stream.contains("\"subtype\":\"api_retry\""), "{stream}");
-    assert!(api.requests().len() >= 2, "it retried before the timeout");
+    assert!(
+        run.api.requests().len() >= 2,
+        "it retried before the timeout"
+    );
 }

@@ -112,20 +112,7 @@ fn decide(mode: AgentIsolation) -> Result<Isolation, String> {
 
 /// Whether bubblewrap can sandbox a process here.
 fn probe_sandbox() -> Option<Isolation> {
-    let (program, arguments) = wrap(
-        Isolation::Sandbox,
-        Path::new("true"),
-        &[],
-        &FilesystemView::default(),
-    );
-    let works = std::process::Command::new(program)
-        .args(arguments)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    works.then_some(Isolation::Sandbox)
+    works(Isolation::Sandbox).then_some(Isolation::Sandbox)
 }
 
 /// Whether `unshare` can give a process its own PID namespace here.
@@ -133,23 +120,27 @@ fn probe() -> Option<Isolation> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let candidates: &[bool] = if root { &[false, true] } else { &[true] };
-    candidates.iter().copied().find_map(|user_namespace| {
-        let isolation = Isolation::PidNamespace { user_namespace };
-        let (program, arguments) = wrap(
-            isolation,
-            Path::new("true"),
-            &[],
-            &FilesystemView::default(),
-        );
-        let works = std::process::Command::new(program)
-            .args(arguments)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        works.then_some(isolation)
-    })
+    candidates
+        .iter()
+        .map(|&user_namespace| Isolation::PidNamespace { user_namespace })
+        .find(|&isolation| works(isolation))
+}
+
+/// Whether `true` runs under `isolation` here.
+fn works(isolation: Isolation) -> bool {
+    let (program, arguments) = wrap(
+        isolation,
+        Path::new("true"),
+        &[],
+        &FilesystemView::default(),
+    );
+    std::process::Command::new(program)
+        .args(arguments)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// What a sandboxed agent sees of the filesystem besides the read-only system.
