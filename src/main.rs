@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod embedded;
+mod evaluation;
 mod narrator;
 mod progress;
 mod services;
@@ -50,6 +51,9 @@ enum Command {
     Bench(bench::BenchArguments),
     /// Rebuild a report from saved agent results (`agents/<agent>.json`).
     Consolidate(commands::ConsolidateArguments),
+    /// Run the line-up over changes with known bugs; print precision, recall and F1 per
+    /// agent and for the consolidated report.
+    Eval(evaluation::EvaluationArguments),
     /// Print the JSON Schema of a protocol type.
     Schema {
         /// Which type.
@@ -162,6 +166,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consolidate(arguments) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;
             commands::consolidate(&settings, arguments).await
+        }
+        Command::Eval(arguments) => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            evaluation::evaluate(&settings, arguments).await
         }
     }
 }

@@ -7,6 +7,7 @@ mod config;
 mod consolidate;
 mod deploy;
 mod distributed;
+mod evaluation;
 mod github;
 mod github_server;
 mod model_agents;

@@ -2,6 +2,7 @@
 //! HTML, JSON) and publishes it.
 
 mod engine;
+pub mod evaluation;
 mod grouping;
 mod narrate;
 mod publish;
