@@ -112,6 +112,7 @@ pub async fn review(
         }
         _ => MemoryResultStore::new(),
     };
+    store.keep_ledger_in(settings.ledger_file());
     let scheduler = Scheduler::new(
         Arc::new(queue.clone()),
         Arc::new(store.clone()),

@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod embedded;
 mod evaluation;
+mod ledger;
 mod narrator;
 mod progress;
 mod services;
@@ -54,6 +55,11 @@ enum Command {
     /// Run the line-up over changes with known bugs; print precision, recall and F1 per
     /// agent and for the consolidated report.
     Eval(evaluation::EvaluationArguments),
+    /// What the agent ledger says about each agent across reviews.
+    Agents {
+        #[command(subcommand)]
+        command: ledger::AgentsCommand,
+    },
     /// Print the JSON Schema of a protocol type.
     Schema {
         /// Which type.
@@ -166,6 +172,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consolidate(arguments) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;
             commands::consolidate(&settings, arguments).await
+        }
+        Command::Agents { command } => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            ledger::agents(&settings, command).await
         }
         Command::Eval(arguments) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;

@@ -933,7 +933,7 @@ pub async fn sweep(settings: &Settings, arguments: SweepArguments) -> anyhow::Re
 }
 
 /// `7d` (an age) or an RFC 3339 time.
-fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+pub fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(age) = humantime::parse_duration(text) {
         let age = chrono::Duration::from_std(age).context("--since is too long ago")?;
         return Ok(chrono::Utc::now() - age);

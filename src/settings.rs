@@ -247,6 +247,11 @@ pub struct ReviewSettings {
     /// cache. Nothing else outside its checkout is writable.
     #[serde(default)]
     pub agent_writable_paths: Vec<PathBuf>,
+    /// Where embedded reviews keep the agent ledger (`deep-review agents stats`); default
+    /// `$XDG_DATA_HOME/deep-review/ledger.jsonl` (`~/.local/share/…`). The distributed
+    /// services keep it in Redis.
+    #[serde(default)]
+    pub ledger_file: Option<PathBuf>,
 }
 
 /// Report output.
@@ -273,6 +278,7 @@ impl Default for Settings {
                 agent_isolation: deep_review_worker::AgentIsolation::Auto,
                 agent_readable_paths: Vec::new(),
                 agent_writable_paths: Vec::new(),
+                ledger_file: None,
             },
             output: OutputSettings {
                 formats: OutputFormat::ALL.to_vec(),
@@ -408,6 +414,21 @@ impl Settings {
             readable: self.review.agent_readable_paths.clone(),
             writable: self.review.agent_writable_paths.clone(),
         }
+    }
+
+    /// Where embedded reviews keep the agent ledger.
+    pub fn ledger_file(&self) -> PathBuf {
+        if let Some(path) = &self.review.ledger_file {
+            return path.clone();
+        }
+        let data_home = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+            })
+            .unwrap_or_else(std::env::temp_dir);
+        data_home.join("deep-review").join("ledger.jsonl")
     }
 
     /// Where worktrees go.

@@ -41,6 +41,10 @@ fn exported() -> BTreeSet<String> {
         .webhooks_total
         .with_label_values(&["pull_request", "accepted"])
         .inc();
+    metrics
+        .agent_quality_total
+        .with_label_values(&["a", "findings"])
+        .inc();
     let mut names = BTreeSet::new();
     for line in metrics.render().lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -98,6 +98,23 @@ async fn submit_wait_matches_the_embedded_review_across_many_reviews() {
         assert_eq!(state["status"], "published");
         assert_eq!(state["cost_usd"], 0.0, "the builtin reviewer costs nothing");
     }
+    // The consolidator recorded each review in the agent ledger in Redis, once.
+    let stats = crate::util::expect_success(&crate::util::deep_review(&[
+        "--config",
+        cluster.config.to_str().unwrap(),
+        "agents",
+        "stats",
+        "--distributed",
+        "--json",
+    ]));
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats[0]["agent"], "builtin", "{stats}");
+    assert_eq!(stats[0]["reviews"], 8, "{stats}");
+    assert_eq!(
+        stats[0]["findings"]["critical"].as_u64().unwrap(),
+        8 * expected.retro[0].findings.critical as u64,
+        "{stats}"
+    );
     cluster.shutdown().await;
 }
 

@@ -408,3 +408,50 @@ fn a_diff_that_is_not_utf8_is_reviewed_lossily() {
         vec![(Severity::Important, vec!["app.py:3".to_string()])]
     );
 }
+
+/// Every embedded review adds its agents to the ledger file, and `agents stats` sums them,
+/// per repository when asked.
+#[test]
+fn embedded_reviews_build_up_the_agent_ledger() {
+    let directory = tempfile::tempdir().unwrap();
+    let ledger = directory.path().join("ledger.jsonl");
+    let ledger_variable = ("DEEP_REVIEW_REVIEW__LEDGER_FILE", ledger.to_str().unwrap());
+    for (round, repository) in [(1, "acme/shop"), (2, "acme/shop"), (3, "acme/other")] {
+        let out = directory.path().join(format!("out-{round}"));
+        let (_repository, output) = review_known_problems(
+            &out,
+            &[],
+            &["--repository", repository, "--quiet"],
+            &[ledger_variable],
+        );
+        expect_success(&output);
+    }
+    let stats = |extra: &[&str]| -> serde_json::Value {
+        let mut arguments = vec!["agents", "stats", "--json"];
+        arguments.extend(extra);
+        let stdout = expect_success(&crate::util::deep_review_with(
+            &arguments,
+            &[ledger_variable],
+            None,
+        ));
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let all = stats(&[]);
+    assert_eq!(all[0]["agent"], "builtin", "{all}");
+    assert_eq!(all[0]["reviews"], 3, "{all}");
+    assert_eq!(all[0]["failure_rate"], 0.0);
+    let shop = stats(&["--repository", "acme/shop"]);
+    assert_eq!(shop[0]["reviews"], 2, "{shop}");
+    let future = stats(&["--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!(future, serde_json::json!([]));
+    // The table names the columns an operator compares agents by.
+    let table = expect_success(&crate::util::deep_review_with(
+        &["agents", "stats"],
+        &[ledger_variable],
+        None,
+    ));
+    assert!(
+        table.contains("$/confirmed") && table.contains("builtin"),
+        "{table}"
+    );
+}

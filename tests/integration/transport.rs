@@ -276,11 +276,90 @@ async fn store_contract(store: Arc<dyn ResultStore>) {
     assert!((store.cost(None, today).await.unwrap() - 3.75).abs() < 1e-9);
     assert_eq!(store.cost(Some("acme/shop"), tomorrow).await.unwrap(), 0.0);
     assert!((store.status("r-complete").await.unwrap().unwrap().cost_usd - 1.25).abs() < 1e-9);
+
+    ledger_contract(store.as_ref()).await;
+}
+
+fn ledger_entry(
+    review_id: &str,
+    agent: &str,
+    recorded_at: chrono::DateTime<Utc>,
+) -> deep_review_protocol::LedgerEntry {
+    deep_review_protocol::LedgerEntry {
+        review_id: review_id.to_string(),
+        recorded_at,
+        repository: Some("acme/shop".to_string()),
+        agent: agent.to_string(),
+        runner: "builtin".to_string(),
+        model: None,
+        status: Some(deep_review_protocol::AgentStatus::Completed),
+        findings: Default::default(),
+        unique_insights: 1,
+        confirmed: 0,
+        false_positives: 0,
+        coverage_misses: 0,
+        input_tokens: 10,
+        output_tokens: 1,
+        cost_usd: Some(0.25),
+        duration_ms: 100,
+    }
+}
+
+/// Each entry is kept once however often a report is published, and read back by time.
+async fn ledger_contract(store: &dyn ResultStore) {
+    let now = Utc::now();
+    let old = ledger_entry("r-old", "a", now - chrono::Duration::days(40));
+    let first = ledger_entry("r-1", "a", now - chrono::Duration::minutes(5));
+    let second = ledger_entry("r-1", "b", now - chrono::Duration::minutes(5));
+    store
+        .record_ledger(&[old.clone(), first.clone(), second.clone()])
+        .await
+        .unwrap();
+    // The same report published again (another consolidator, a retry): nothing doubles.
+    let mut again = first.clone();
+    again.unique_insights = 99;
+    store.record_ledger(&[again]).await.unwrap();
+    let recent = store
+        .ledger(now - chrono::Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2, "{recent:?}");
+    assert_eq!(recent.iter().filter(|entry| entry.agent == "a").count(), 1);
+    assert_eq!(
+        recent
+            .iter()
+            .find(|entry| entry.agent == "a")
+            .unwrap()
+            .unique_insights,
+        1
+    );
+    let everything = store
+        .ledger(now - chrono::Duration::days(365))
+        .await
+        .unwrap();
+    assert_eq!(everything.len(), 3);
+    assert_eq!(everything[0].review_id, "r-old", "oldest first");
 }
 
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
     store_contract(Arc::new(MemoryResultStore::new())).await;
+    // The embedded mode's ledger lives in a file, across runs.
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("ledger/ledger.jsonl");
+    let store = MemoryResultStore::new();
+    store.keep_ledger_in(&path);
+    ledger_contract(&store).await;
+    let next_run = MemoryResultStore::new();
+    next_run.keep_ledger_in(&path);
+    let kept = next_run
+        .ledger(Utc::now() - chrono::Duration::days(365))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 3);
+    std::fs::write(&path, "{ not json\n").unwrap();
+    let error = next_run.ledger(Utc::now()).await.unwrap_err().to_string();
+    assert!(error.contains("ledger.jsonl line 1"), "{error}");
 }
 
 #[tokio::test]

@@ -80,6 +80,12 @@ pub fn deep_review_with(
             command.env_remove(name);
         }
     }
+    // Embedded reviews append to the agent ledger; the tests' go to the target folder,
+    // never to the developer's.
+    command.env(
+        "DEEP_REVIEW_REVIEW__LEDGER_FILE",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("ledger.jsonl"),
+    );
     command.envs(environment.iter().copied());
     command.stdin(if stdin.is_some() {
         Stdio::piped()

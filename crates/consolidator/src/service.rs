@@ -147,8 +147,38 @@ impl Consolidator {
                 tracing::warn!(%error, review = %review_id, "could not store the repository context updates");
             }
         }
+        // The agent ledger, like the context, is worth a log line but not the publication.
+        let ledger = deep_review_protocol::LedgerEntry::from_report(&report, Utc::now());
+        if let Err(error) = self.store.record_ledger(&ledger).await {
+            tracing::warn!(%error, review = %review_id, "could not record the agent ledger");
+        }
         self.store.finish_consolidation(review_id).await?;
         if let Some(metrics) = &self.metrics {
+            for entry in &ledger {
+                let count = |measure: &str, value: usize| {
+                    metrics
+                        .agent_quality_total
+                        .with_label_values(&[&entry.agent, measure])
+                        .inc_by(value as u64);
+                };
+                let findings =
+                    entry.findings.critical + entry.findings.important + entry.findings.suggestion;
+                // A superseded (cancelled) run is nobody's failure.
+                let failed = matches!(
+                    entry.status,
+                    None | Some(
+                        deep_review_protocol::AgentStatus::Failed
+                            | deep_review_protocol::AgentStatus::TimedOut
+                    )
+                );
+                count("reviews", 1);
+                count("findings", findings);
+                count("unique_insights", entry.unique_insights);
+                count("confirmed", entry.confirmed);
+                count("false_positives", entry.false_positives);
+                count("coverage_misses", entry.coverage_misses);
+                count("failures", usize::from(failed));
+            }
             metrics
                 .consolidation_duration_seconds
                 .observe(building.as_secs_f64());

@@ -6,6 +6,7 @@
 
 mod finding;
 mod job;
+mod ledger;
 mod parse;
 mod report;
 mod result;
@@ -15,6 +16,7 @@ pub use job::{
     AgentInput, AgentSpec, AgentTask, CommitSummary, PullRequestMetadata, RepositoryPolicy,
     ReviewJob, ReviewManifest, ReviewRequest, RunnerKind, SeverityRules, Source,
 };
+pub use ledger::{AgentStats, LedgerEntry};
 pub use parse::{parse_agent_result, parse_json, ParseError};
 pub use report::{
     AgentRetro, AttributedNote, ConsolidatedFinding, ConsolidatedObservation, DroppedFinding,

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub consolidation_duration_seconds: Histogram,
     /// Cost of everything this process ran, for a quick total.
     pub cost_usd_total: Counter,
+    /// The agent ledger as counters, by agent and measure (`reviews`, `findings`,
+    /// `unique_insights`, `confirmed`, `false_positives`, `coverage_misses`, `failures`),
+    /// counted when a report is published: rates over any window are ratios of increases.
+    pub agent_quality_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -144,6 +148,13 @@ impl Metrics {
                 "deep_review_cost_usd_total",
                 "Cost of all agent runs in US dollars",
             )?,
+            agent_quality_total: IntCounterVec::new(
+                Opts::new(
+                    "deep_review_agent_quality_total",
+                    "Published agent ledger counts, by agent and measure",
+                ),
+                &["agent", "measure"],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -166,6 +177,7 @@ impl Metrics {
             Box::new(self.webhooks_total.clone()),
             Box::new(self.consolidation_duration_seconds.clone()),
             Box::new(self.cost_usd_total.clone()),
+            Box::new(self.agent_quality_total.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector)?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deep_review_protocol::{AgentResult, AgentTask, Report, ReviewManifest};
+use deep_review_protocol::{AgentResult, AgentTask, LedgerEntry, Report, ReviewManifest};
 
 pub use deep_review_protocol::redact_url;
 pub use memory_queue::MemoryTaskQueue;
@@ -269,7 +269,17 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// Forgets a delivery whose handling failed, so GitHub's redelivery is handled.
     async fn release_delivery(&self, delivery_id: &str) -> Result<(), TransportError>;
+
+    /// Records `entries` in the agent ledger, each once (by review and agent, so a report
+    /// published twice counts once), kept [`LEDGER_RETENTION_DAYS`] days.
+    async fn record_ledger(&self, entries: &[LedgerEntry]) -> Result<(), TransportError>;
+
+    /// The ledger entries recorded at or after `since`, oldest first.
+    async fn ledger(&self, since: DateTime<Utc>) -> Result<Vec<LedgerEntry>, TransportError>;
 }
+
+/// How long the agent ledger keeps an entry: a year of reviews, and a little more.
+pub const LEDGER_RETENTION_DAYS: i64 = 400;
 
 /// How many context notes are kept per repository; older ones give way.
 pub const REPOSITORY_CONTEXT_LIMIT: usize = 50;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deep_review_protocol::{AgentResult, Report, ReviewManifest};
+use deep_review_protocol::{AgentResult, LedgerEntry, Report, ReviewManifest};
 use tokio::sync::Notify;
 
 use crate::{ResultStore, ReviewStatus, StoreOutcome, TransportError};
@@ -24,6 +24,8 @@ struct Shared {
     completed_signal: Notify,
     /// Where repository context is persisted between runs, when set.
     context_file: Option<PathBuf>,
+    /// Where the agent ledger is kept between runs (one JSON entry a line), when set.
+    ledger_file: Mutex<Option<PathBuf>>,
 }
 
 #[derive(Default)]
@@ -39,6 +41,8 @@ struct State {
     costs: HashMap<(chrono::NaiveDate, Option<String>), f64>,
     /// Cost per review.
     review_costs: HashMap<String, f64>,
+    /// The agent ledger, by entry key, when no ledger file is set.
+    ledger: BTreeMap<String, LedgerEntry>,
     /// Webhook deliveries seen, with when their record expires.
     deliveries: HashMap<String, std::time::Instant>,
     /// Result writes still to fail as unavailable, to stand in for a store outage in
@@ -98,8 +102,28 @@ impl MemoryResultStore {
                 }),
                 completed_signal: Notify::new(),
                 context_file: Some(path),
+                ledger_file: Mutex::new(None),
             }),
         })
+    }
+
+    /// Keeps the agent ledger in `path` (JSON lines, appended), so that embedded runs
+    /// build it up over time; `ledger` then reads that file.
+    pub fn keep_ledger_in(&self, path: impl Into<PathBuf>) {
+        let mut file = self
+            .shared
+            .ledger_file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *file = Some(path.into());
+    }
+
+    fn ledger_file(&self) -> Option<PathBuf> {
+        self.shared
+            .ledger_file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -343,6 +367,57 @@ impl ResultStore for MemoryResultStore {
         Ok(())
     }
 
+    async fn record_ledger(&self, entries: &[LedgerEntry]) -> Result<(), TransportError> {
+        let Some(path) = self.ledger_file() else {
+            let mut state = self.lock();
+            for entry in entries {
+                state
+                    .ledger
+                    .entry(entry.key())
+                    .or_insert_with(|| entry.clone());
+            }
+            return Ok(());
+        };
+        let known: std::collections::HashSet<String> = read_ledger_file(&path)?
+            .iter()
+            .map(LedgerEntry::key)
+            .collect();
+        let mut lines = String::new();
+        for entry in entries.iter().filter(|entry| !known.contains(&entry.key())) {
+            let line = serde_json::to_string(entry).map_err(|error| TransportError::Corrupt {
+                what: "ledger entry",
+                reason: error.to_string(),
+            })?;
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        let failed = |error: std::io::Error| TransportError::Unavailable {
+            backend: "ledger file",
+            reason: format!("{}: {error}", path.display()),
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(failed)?;
+        }
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(lines.as_bytes()))
+            .map_err(failed)
+    }
+
+    async fn ledger(&self, since: DateTime<Utc>) -> Result<Vec<LedgerEntry>, TransportError> {
+        let mut entries = match self.ledger_file() {
+            Some(path) => read_ledger_file(&path)?,
+            None => self.lock().ledger.values().cloned().collect(),
+        };
+        let cutoff = Utc::now() - chrono::Duration::days(crate::LEDGER_RETENTION_DAYS);
+        entries.retain(|entry| entry.recorded_at >= since && entry.recorded_at >= cutoff);
+        entries.sort_by_key(|entry| entry.recorded_at);
+        Ok(entries)
+    }
+
     async fn add_cost(
         &self,
         review_id: &str,
@@ -411,6 +486,31 @@ impl ResultStore for MemoryResultStore {
         std::fs::write(&partial, text).map_err(|error| failed(&error))?;
         std::fs::rename(&partial, path).map_err(|error| failed(&error))
     }
+}
+
+/// The entries of a ledger file; a missing file is an empty ledger, a line that does not
+/// parse is an error naming it.
+fn read_ledger_file(path: &std::path::Path) -> Result<Vec<LedgerEntry>, TransportError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(TransportError::Unavailable {
+                backend: "ledger file",
+                reason: format!("{}: {error}", path.display()),
+            })
+        }
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line).map_err(|error| TransportError::Corrupt {
+                what: "ledger file",
+                reason: format!("{} line {}: {error}", path.display(), index + 1),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deep_review_protocol::{parse_agent_result, parse_json, AgentResult, Report, ReviewManifest};
+use deep_review_protocol::{
+    parse_agent_result, parse_json, AgentResult, LedgerEntry, Report, ReviewManifest,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::Mutex;
@@ -156,6 +158,14 @@ impl RedisResultStore {
             Some(repository) => self.global(&format!("cost:{day}:repository:{repository}")),
             None => self.global(&format!("cost:{day}:all")),
         }
+    }
+
+    /// The agent ledger's entries hash and time index, under one hash tag.
+    fn ledger_keys(&self) -> (String, String) {
+        (
+            self.global("{ledger}:entries"),
+            self.global("{ledger}:index"),
+        )
     }
 
     fn global(&self, part: &str) -> String {
@@ -571,6 +581,98 @@ impl ResultStore for RedisResultStore {
             .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    async fn record_ledger(&self, entries: &[LedgerEntry]) -> Result<(), TransportError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Entries by key (HSETNX: a second publication of a report changes nothing) and an
+        // index by time; one hash tag, so Redis Cluster keeps both on one node.
+        let (entries_key, index_key) = self.ledger_keys();
+        let mut pipeline = redis::pipe();
+        for entry in entries {
+            let value = serde_json::to_string(entry).map_err(|error| TransportError::Corrupt {
+                what: "ledger entry",
+                reason: error.to_string(),
+            })?;
+            pipeline
+                .cmd("HSETNX")
+                .arg(&entries_key)
+                .arg(entry.key())
+                .arg(value)
+                .ignore()
+                .cmd("ZADD")
+                .arg(&index_key)
+                .arg("NX")
+                .arg(entry.recorded_at.timestamp_millis())
+                .arg(entry.key())
+                .ignore();
+        }
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        // Entries past the retention go, a few at a time as reports come in.
+        let cutoff =
+            (Utc::now() - chrono::Duration::days(crate::LEDGER_RETENTION_DAYS)).timestamp_millis();
+        let expired: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index_key)
+            .arg("-inf")
+            .arg(cutoff)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if !expired.is_empty() {
+            redis::pipe()
+                .cmd("HDEL")
+                .arg(&entries_key)
+                .arg(&expired)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&index_key)
+                .arg(&expired)
+                .ignore()
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn ledger(&self, since: DateTime<Utc>) -> Result<Vec<LedgerEntry>, TransportError> {
+        let (entries_key, index_key) = self.ledger_keys();
+        let mut connection = self.connection();
+        let keys: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index_key)
+            .arg(since.timestamp_millis())
+            .arg("+inf")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&entries_key)
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        values
+            .into_iter()
+            .flatten()
+            .map(|value| {
+                serde_json::from_str(&value).map_err(|error| TransportError::Corrupt {
+                    what: "ledger entry",
+                    reason: error.to_string(),
+                })
+            })
+            .collect()
     }
 
     async fn add_cost(
