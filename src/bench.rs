@@ -237,6 +237,7 @@ async fn pipeline(
             deadline_grace: Duration::from_secs(600),
             shared_filesystem: false,
             budget: deep_review_scheduler::Budget::default(),
+            lineup_policy: deep_review_scheduler::LineupPolicy::default(),
         },
     ));
     let shutdown = CancellationToken::new();

@@ -123,6 +123,7 @@ pub async fn review(
             shared_filesystem: true,
             // Costs are not kept between embedded runs, so no budget applies.
             budget: deep_review_scheduler::Budget::default(),
+            lineup_policy: settings.lineup_policy.policy(),
         },
     );
     let job = scheduler

@@ -47,22 +47,13 @@ pub async fn agents(settings: &Settings, command: AgentsCommand) -> anyhow::Resu
         })
         .await
         .context("reading the agent ledger in Redis")?;
-        store.ledger(since).await?
+        store.ledger(since, arguments.repository.as_deref()).await?
     } else {
         let store = MemoryResultStore::new();
         store.keep_ledger_in(settings.ledger_file());
-        store.ledger(since).await?
+        store.ledger(since, arguments.repository.as_deref()).await?
     };
-    let entries: Vec<&LedgerEntry> = entries
-        .iter()
-        .filter(|entry| {
-            arguments
-                .repository
-                .as_ref()
-                .is_none_or(|repository| entry.repository.as_ref() == Some(repository))
-        })
-        .collect();
-    let stats = AgentStats::summarise(entries.iter().copied());
+    let stats = AgentStats::summarise(&entries);
     if arguments.json {
         let rows: Vec<serde_json::Value> = stats.iter().map(json_row).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);

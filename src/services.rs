@@ -817,6 +817,7 @@ fn new_scheduler(
             deadline_grace: settings.review.deadline_grace,
             shared_filesystem: settings.distributed.shared_filesystem,
             budget: settings.budget()?,
+            lineup_policy: settings.lineup_policy.policy(),
         },
     ))
 }

@@ -33,6 +33,10 @@ pub struct Settings {
     pub distributed: DistributedSettings,
     /// Daily cost limits, enforced by the scheduler from the costs recorded in Redis.
     pub budget: BudgetSettings,
+    /// Bounds on each agent's record per repository (the agent ledger), below which the
+    /// scheduler leaves it out of that repository's reviews.
+    #[serde(default)]
+    pub lineup_policy: LineupPolicySettings,
     /// Model and vendor CLI runners: the prompt, retries, limits and prices.
     pub models: ModelsSettings,
     /// A model API agent (not part of the line-up) that rewrites each report's executive
@@ -119,6 +123,49 @@ pub struct BudgetSettings {
     /// Names of configured agents to run instead once a limit is reached; empty means
     /// reviews are deferred (the API answers 429).
     pub fallback_agents: Vec<String>,
+}
+
+/// `[lineup_policy]`: no bound is set by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LineupPolicySettings {
+    /// Reviews of the repository an agent needs in the window before it is judged.
+    pub min_reviews: usize,
+    /// How far back its record goes.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Most share (0 to 1) of runs that may fail or time out.
+    pub max_failure_rate: Option<f64>,
+    /// Most share of findings that may be refuted or dropped.
+    pub max_false_positive_rate: Option<f64>,
+    /// Least share of findings nobody else reported.
+    pub min_unique_insight_rate: Option<f64>,
+}
+
+impl Default for LineupPolicySettings {
+    fn default() -> Self {
+        let policy = deep_review_scheduler::LineupPolicy::default();
+        LineupPolicySettings {
+            min_reviews: policy.min_reviews,
+            window: policy.window,
+            max_failure_rate: None,
+            max_false_positive_rate: None,
+            min_unique_insight_rate: None,
+        }
+    }
+}
+
+impl LineupPolicySettings {
+    /// The scheduler's policy.
+    pub fn policy(&self) -> deep_review_scheduler::LineupPolicy {
+        deep_review_scheduler::LineupPolicy {
+            min_reviews: self.min_reviews,
+            window: self.window,
+            max_failure_rate: self.max_failure_rate,
+            max_false_positive_rate: self.max_false_positive_rate,
+            min_unique_insight_rate: self.min_unique_insight_rate,
+        }
+    }
 }
 
 /// The distributed mode: RabbitMQ, Redis and the three services.
@@ -287,6 +334,7 @@ impl Default for Settings {
             consolidation: ConsolidationSettings::default(),
             distributed: DistributedSettings::default(),
             budget: BudgetSettings::default(),
+            lineup_policy: LineupPolicySettings::default(),
             models: ModelsSettings::default(),
             narrator: None,
             github: None,

@@ -455,3 +455,65 @@ fn embedded_reviews_build_up_the_agent_ledger() {
         "{table}"
     );
 }
+
+/// With a line-up policy, an agent whose record in the repository breaks a bound is left
+/// out of its reviews, and the report says why; other repositories still get it.
+#[test]
+fn the_lineup_policy_leaves_out_an_agent_that_keeps_failing_in_a_repository() {
+    let directory = tempfile::tempdir().unwrap();
+    let ledger = directory.path().join("ledger.jsonl");
+    // Twenty failed runs of `flaky` in acme/shop, none elsewhere.
+    let lines: String = (0..20)
+        .map(|index| {
+            let entry = serde_json::json!({
+                "review_id": format!("r-{index}"),
+                "recorded_at": chrono::Utc::now().to_rfc3339(),
+                "repository": "acme/shop",
+                "agent": "flaky",
+                "runner": "command",
+                "status": "failed",
+                "findings": {"critical": 0, "important": 0, "suggestion": 0},
+                "unique_insights": 0, "confirmed": 0, "false_positives": 0,
+                "coverage_misses": 0, "input_tokens": 0, "output_tokens": 0,
+                "duration_ms": 10,
+            });
+            format!("{entry}\n")
+        })
+        .collect();
+    std::fs::write(&ledger, lines).unwrap();
+    let config = directory.path().join("deep-review.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[agents]]\nname = \"builtin\"\nrunner = \"builtin\"\n\n[[agents]]\nname = \"flaky\"\nrunner = \"command\"\ncommand = [\"{}\"]\n\n\
+             [lineup_policy]\nmin_reviews = 10\nmax_failure_rate = 0.5\n",
+            crate::util::fixture("agents/good-agent.sh").display(),
+        ),
+    )
+    .unwrap();
+    let review = |repository: &str| {
+        let out = directory.path().join(repository.replace('/', "-"));
+        let (_repository, output) = review_known_problems(
+            &out,
+            &["--config", config.to_str().unwrap()],
+            &["--repository", repository, "--quiet"],
+            &[("DEEP_REVIEW_REVIEW__LEDGER_FILE", ledger.to_str().unwrap())],
+        );
+        expect_success(&output);
+        read_report(&out)
+    };
+    let shop = review("acme/shop");
+    let agents: Vec<&str> = shop.retro.iter().map(|row| row.agent.as_str()).collect();
+    assert_eq!(agents, vec!["builtin"], "{:?}", shop.notices);
+    assert!(
+        shop.notices
+            .iter()
+            .any(|notice| notice.contains("flaky was left out")
+                && notice
+                    .contains("100% of runs over its last 20 reviews here, above the 50% bound")),
+        "{:?}",
+        shop.notices
+    );
+    let other = review("acme/other");
+    assert_eq!(other.retro.len(), 2, "no record there, so no judgement");
+}

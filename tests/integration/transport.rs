@@ -320,7 +320,7 @@ async fn ledger_contract(store: &dyn ResultStore) {
     again.unique_insights = 99;
     store.record_ledger(&[again]).await.unwrap();
     let recent = store
-        .ledger(now - chrono::Duration::days(30))
+        .ledger(now - chrono::Duration::days(30), None)
         .await
         .unwrap();
     assert_eq!(recent.len(), 2, "{recent:?}");
@@ -334,11 +334,27 @@ async fn ledger_contract(store: &dyn ResultStore) {
         1
     );
     let everything = store
-        .ledger(now - chrono::Duration::days(365))
+        .ledger(now - chrono::Duration::days(365), None)
         .await
         .unwrap();
     assert_eq!(everything.len(), 3);
     assert_eq!(everything[0].review_id, "r-old", "oldest first");
+    let mut elsewhere = ledger_entry("r-2", "a", now);
+    elsewhere.repository = Some("acme/other".to_string());
+    store.record_ledger(&[elsewhere]).await.unwrap();
+    let shop = store
+        .ledger(now - chrono::Duration::days(365), Some("acme/shop"))
+        .await
+        .unwrap();
+    assert_eq!(shop.len(), 3, "one repository's entries: {shop:?}");
+    assert_eq!(
+        store
+            .ledger(now - chrono::Duration::days(365), Some("acme/other"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -353,12 +369,16 @@ async fn memory_store_keeps_the_contract() {
     let next_run = MemoryResultStore::new();
     next_run.keep_ledger_in(&path);
     let kept = next_run
-        .ledger(Utc::now() - chrono::Duration::days(365))
+        .ledger(Utc::now() - chrono::Duration::days(365), None)
         .await
         .unwrap();
-    assert_eq!(kept.len(), 3);
+    assert_eq!(kept.len(), 4);
     std::fs::write(&path, "{ not json\n").unwrap();
-    let error = next_run.ledger(Utc::now()).await.unwrap_err().to_string();
+    let error = next_run
+        .ledger(Utc::now(), None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("ledger.jsonl line 1"), "{error}");
 }
 

@@ -48,6 +48,85 @@ pub struct SchedulerSettings {
     pub shared_filesystem: bool,
     /// Daily cost limits and what to do when one is reached.
     pub budget: Budget,
+    /// Bounds on an agent's record in a repository, from the agent ledger.
+    pub lineup_policy: LineupPolicy,
+}
+
+/// Bounds on an agent's record in one repository over a window of its reviews: an agent
+/// that breaks one is left out of that repository's reviews, and the report says why. No
+/// bound is set by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineupPolicy {
+    /// Reviews of the repository an agent needs in the window before it is judged.
+    pub min_reviews: usize,
+    /// How far back the record goes.
+    pub window: Duration,
+    /// Most share of runs that may fail or time out.
+    pub max_failure_rate: Option<f64>,
+    /// Most share of findings that may be refuted or dropped.
+    pub max_false_positive_rate: Option<f64>,
+    /// Least share of findings nobody else reported.
+    pub min_unique_insight_rate: Option<f64>,
+}
+
+impl Default for LineupPolicy {
+    fn default() -> Self {
+        LineupPolicy {
+            min_reviews: 20,
+            window: Duration::from_secs(30 * 24 * 3600),
+            max_failure_rate: None,
+            max_false_positive_rate: None,
+            min_unique_insight_rate: None,
+        }
+    }
+}
+
+impl LineupPolicy {
+    fn is_set(&self) -> bool {
+        self.max_failure_rate.is_some()
+            || self.max_false_positive_rate.is_some()
+            || self.min_unique_insight_rate.is_some()
+    }
+
+    /// Why `stats` keeps its agent out, if it does.
+    pub fn breach(&self, stats: &deep_review_protocol::AgentStats) -> Option<String> {
+        if stats.reviews < self.min_reviews.max(1) {
+            return None;
+        }
+        let percent = |rate: f64| format!("{:.0}%", rate * 100.0);
+        let over = format!("over its last {} reviews here", stats.reviews);
+        if let Some(bound) = self.max_failure_rate {
+            let rate = stats.failure_rate();
+            if rate > bound {
+                return Some(format!(
+                    "it failed or timed out in {} of runs {over}, above the {} bound",
+                    percent(rate),
+                    percent(bound)
+                ));
+            }
+        }
+        if let Some(bound) = self.max_false_positive_rate {
+            let rate = stats.false_positive_rate();
+            if rate > bound {
+                return Some(format!(
+                    "{} of its findings were false positives {over}, above the {} bound",
+                    percent(rate),
+                    percent(bound)
+                ));
+            }
+        }
+        if let Some(bound) = self.min_unique_insight_rate {
+            let rate = stats.unique_insight_rate();
+            if rate < bound {
+                return Some(format!(
+                    "only {} of its findings were unique insights {over}, below the {} bound",
+                    percent(rate),
+                    percent(bound)
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// Daily cost limits (UTC days) and what happens when one is reached.
@@ -132,6 +211,7 @@ impl Scheduler {
         span.record("review", job.id.as_str());
         job.trace_context = deep_review_telemetry::trace_context_of(span);
         self.apply_budget(&mut job, repository_limit).await?;
+        self.apply_lineup_policy(&mut job).await?;
         if let Some(repository) = &job.pull_request.repository {
             job.repository_context = self.store.repository_context(repository).await?;
         }
@@ -180,6 +260,68 @@ fn earlier_finding(finding: &deep_review_protocol::ConsolidatedFinding) -> Strin
 }
 
 impl Scheduler {
+    /// Leaves out of `job` the agents whose record in its repository breaks the line-up
+    /// policy, naming each and why in the report; never the whole line-up.
+    async fn apply_lineup_policy(&self, job: &mut ReviewJob) -> Result<(), SchedulerError> {
+        let policy = &self.settings.lineup_policy;
+        let Some(repository) = job.pull_request.repository.clone() else {
+            return Ok(());
+        };
+        if !policy.is_set() {
+            return Ok(());
+        }
+        let window = chrono::Duration::from_std(policy.window).unwrap_or(chrono::Duration::MAX);
+        let since = job
+            .created_at
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let entries = self.store.ledger(since, Some(&repository)).await?;
+        let mut left_out = Vec::new();
+        for agent in &job.agents {
+            let own: Vec<&deep_review_protocol::LedgerEntry> = entries
+                .iter()
+                .filter(|entry| entry.agent == agent.name)
+                .collect();
+            let mut stats = deep_review_protocol::AgentStats::summarise(own);
+            // One record per agent name, whichever models it ran.
+            let Some(mut record) = stats.pop() else {
+                continue;
+            };
+            for other in stats {
+                record.reviews += other.reviews;
+                record.failures += other.failures;
+                record.timeouts += other.timeouts;
+                record.findings.critical += other.findings.critical;
+                record.findings.important += other.findings.important;
+                record.findings.suggestion += other.findings.suggestion;
+                record.unique_insights += other.unique_insights;
+                record.false_positives += other.false_positives;
+            }
+            if let Some(reason) = policy.breach(&record) {
+                left_out.push((agent.name.clone(), reason));
+            }
+        }
+        if left_out.is_empty() {
+            return Ok(());
+        }
+        if left_out.len() == job.agents.len() {
+            job.notices.push(format!(
+                "Every agent of the line-up breaks the line-up policy for {repository}; all of them ran, since a review needs someone."
+            ));
+            return Ok(());
+        }
+        for (agent, reason) in &left_out {
+            job.notices.push(format!(
+                "{agent} was left out of this review of {repository}: {reason} (scheduler line-up policy)."
+            ));
+            tracing::info!(review = %job.id, %agent, %reason, "agent left out by the line-up policy");
+        }
+        job.agents
+            .retain(|agent| !left_out.iter().any(|(name, _)| name == &agent.name));
+        job.deadline = deadline_for(&job.agents, self.settings.deadline_grace, job.created_at)?;
+        Ok(())
+    }
+
     /// Defers `job`, or switches it to the fallback line-up, when a daily budget is spent.
     /// `repository_limit` is the repository's own daily limit, which can only lower the
     /// operator's.
@@ -470,6 +612,7 @@ mod tests {
             deadline_grace: Duration::from_secs(30),
             shared_filesystem: true,
             budget: Budget::default(),
+            lineup_policy: LineupPolicy::default(),
         }
     }
 

@@ -274,8 +274,13 @@ pub trait ResultStore: Send + Sync + 'static {
     /// published twice counts once), kept [`LEDGER_RETENTION_DAYS`] days.
     async fn record_ledger(&self, entries: &[LedgerEntry]) -> Result<(), TransportError>;
 
-    /// The ledger entries recorded at or after `since`, oldest first.
-    async fn ledger(&self, since: DateTime<Utc>) -> Result<Vec<LedgerEntry>, TransportError>;
+    /// The ledger entries recorded at or after `since` (of `repository` only, when
+    /// given), oldest first.
+    async fn ledger(
+        &self,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+    ) -> Result<Vec<LedgerEntry>, TransportError>;
 }
 
 /// How long the agent ledger keeps an entry: a year of reviews, and a little more.

@@ -407,13 +407,21 @@ impl ResultStore for MemoryResultStore {
             .map_err(failed)
     }
 
-    async fn ledger(&self, since: DateTime<Utc>) -> Result<Vec<LedgerEntry>, TransportError> {
+    async fn ledger(
+        &self,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+    ) -> Result<Vec<LedgerEntry>, TransportError> {
         let mut entries = match self.ledger_file() {
             Some(path) => read_ledger_file(&path)?,
             None => self.lock().ledger.values().cloned().collect(),
         };
         let cutoff = Utc::now() - chrono::Duration::days(crate::LEDGER_RETENTION_DAYS);
-        entries.retain(|entry| entry.recorded_at >= since && entry.recorded_at >= cutoff);
+        entries.retain(|entry| {
+            entry.recorded_at >= since
+                && entry.recorded_at >= cutoff
+                && repository.is_none_or(|name| entry.repository.as_deref() == Some(name))
+        });
         entries.sort_by_key(|entry| entry.recorded_at);
         Ok(entries)
     }

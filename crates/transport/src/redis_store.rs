@@ -168,6 +168,11 @@ impl RedisResultStore {
         )
     }
 
+    /// The time index of one repository's ledger entries, beside the others.
+    fn ledger_repository_index(&self, repository: &str) -> String {
+        self.global(&format!("{{ledger}}:index:{repository}"))
+    }
+
     fn global(&self, part: &str) -> String {
         format!("{}:{part}", self.settings.prefix)
     }
@@ -608,6 +613,16 @@ impl ResultStore for RedisResultStore {
                 .arg(entry.recorded_at.timestamp_millis())
                 .arg(entry.key())
                 .ignore();
+            // Per repository too: the scheduler's line-up policy reads one repository.
+            if let Some(repository) = &entry.repository {
+                pipeline
+                    .cmd("ZADD")
+                    .arg(self.ledger_repository_index(repository))
+                    .arg("NX")
+                    .arg(entry.recorded_at.timestamp_millis())
+                    .arg(entry.key())
+                    .ignore();
+            }
         }
         let mut connection = self.connection();
         pipeline
@@ -628,7 +643,8 @@ impl ResultStore for RedisResultStore {
             .await
             .map_err(unavailable)?;
         if !expired.is_empty() {
-            redis::pipe()
+            let mut cleanup = redis::pipe();
+            cleanup
                 .cmd("HDEL")
                 .arg(&entries_key)
                 .arg(&expired)
@@ -636,7 +652,16 @@ impl ResultStore for RedisResultStore {
                 .cmd("ZREM")
                 .arg(&index_key)
                 .arg(&expired)
-                .ignore()
+                .ignore();
+            for repository in entries.iter().filter_map(|entry| entry.repository.as_ref()) {
+                cleanup
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(self.ledger_repository_index(repository))
+                    .arg("-inf")
+                    .arg(cutoff)
+                    .ignore();
+            }
+            cleanup
                 .query_async::<()>(&mut connection)
                 .await
                 .map_err(unavailable)?;
@@ -644,8 +669,16 @@ impl ResultStore for RedisResultStore {
         Ok(())
     }
 
-    async fn ledger(&self, since: DateTime<Utc>) -> Result<Vec<LedgerEntry>, TransportError> {
+    async fn ledger(
+        &self,
+        since: DateTime<Utc>,
+        repository: Option<&str>,
+    ) -> Result<Vec<LedgerEntry>, TransportError> {
         let (entries_key, index_key) = self.ledger_keys();
+        let index_key = match repository {
+            Some(repository) => self.ledger_repository_index(repository),
+            None => index_key,
+        };
         let mut connection = self.connection();
         let keys: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&index_key)
