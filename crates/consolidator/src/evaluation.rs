@@ -117,6 +117,16 @@ pub struct Reported<'a> {
     pub category: Option<&'a str>,
 }
 
+impl<'a> Reported<'a> {
+    /// A finding at `locations` of `category`.
+    pub fn of(locations: &'a [Location], category: Option<&'a str>) -> Self {
+        Reported {
+            locations,
+            category,
+        }
+    }
+}
+
 /// Scores `findings` against `bugs`; also says which bugs were found. A finding matches a
 /// bug it points at, unless it is about the process and the bug is not.
 pub fn score(
@@ -162,10 +172,7 @@ pub fn score_report(
     let consolidated: Vec<Reported<'_>> = report
         .findings
         .iter()
-        .map(|finding| Reported {
-            locations: &finding.locations,
-            category: finding.category.as_deref(),
-        })
+        .map(|finding| Reported::of(&finding.locations, finding.category.as_deref()))
         .collect();
     let (consolidated, _) = score(&consolidated, bugs, tolerance);
     let agents = report
@@ -175,10 +182,7 @@ pub fn score_report(
             let findings: Vec<Reported<'_>> = result
                 .findings
                 .iter()
-                .map(|finding| Reported {
-                    locations: &finding.locations,
-                    category: finding.category.as_deref(),
-                })
+                .map(|finding| Reported::of(&finding.locations, finding.category.as_deref()))
                 .collect();
             (result.agent.clone(), score(&findings, bugs, tolerance).0)
         })

@@ -148,28 +148,15 @@ impl AgentStats {
                 entry.runner.clone(),
                 entry.model.clone(),
             );
-            let row = stats.entry(key).or_insert_with(|| AgentStats {
-                agent: entry.agent.clone(),
-                runner: entry.runner.clone(),
-                model: entry.model.clone(),
-                ..AgentStats::default()
-            });
-            row.reviews += 1;
-            match entry.status {
-                Some(AgentStatus::Failed) => row.failures += 1,
-                Some(AgentStatus::TimedOut) | None => row.timeouts += 1,
-                _ => {}
-            }
-            row.findings.critical += entry.findings.critical;
-            row.findings.important += entry.findings.important;
-            row.findings.suggestion += entry.findings.suggestion;
-            row.unique_insights += entry.unique_insights;
-            row.confirmed += entry.confirmed;
-            row.false_positives += entry.false_positives;
-            row.coverage_misses += entry.coverage_misses;
-            row.tokens += entry.input_tokens + entry.output_tokens;
-            row.cost_usd += entry.cost_usd.unwrap_or(0.0);
-            row.duration_ms += entry.duration_ms;
+            stats
+                .entry(key)
+                .or_insert_with(|| AgentStats {
+                    agent: entry.agent.clone(),
+                    runner: entry.runner.clone(),
+                    model: entry.model.clone(),
+                    ..AgentStats::default()
+                })
+                .add(entry);
         }
         let mut rows: Vec<AgentStats> = stats.into_values().collect();
         rows.sort_by(|left, right| {
@@ -179,6 +166,26 @@ impl AgentStats {
                 .then(left.agent.cmp(&right.agent))
         });
         rows
+    }
+
+    /// Counts one more review, `entry`.
+    pub fn add(&mut self, entry: &LedgerEntry) {
+        self.reviews += 1;
+        match entry.status {
+            Some(AgentStatus::Failed) => self.failures += 1,
+            Some(AgentStatus::TimedOut) | None => self.timeouts += 1,
+            _ => {}
+        }
+        self.findings.critical += entry.findings.critical;
+        self.findings.important += entry.findings.important;
+        self.findings.suggestion += entry.findings.suggestion;
+        self.unique_insights += entry.unique_insights;
+        self.confirmed += entry.confirmed;
+        self.false_positives += entry.false_positives;
+        self.coverage_misses += entry.coverage_misses;
+        self.tokens += entry.input_tokens + entry.output_tokens;
+        self.cost_usd += entry.cost_usd.unwrap_or(0.0);
+        self.duration_ms += entry.duration_ms;
     }
 
     /// Findings of every severity.

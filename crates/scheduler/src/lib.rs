@@ -278,24 +278,10 @@ impl Scheduler {
         let entries = self.store.ledger(since, Some(&repository)).await?;
         let mut left_out = Vec::new();
         for agent in &job.agents {
-            let own: Vec<&deep_review_protocol::LedgerEntry> = entries
-                .iter()
-                .filter(|entry| entry.agent == agent.name)
-                .collect();
-            let mut stats = deep_review_protocol::AgentStats::summarise(own);
             // One record per agent name, whichever models it ran.
-            let Some(mut record) = stats.pop() else {
-                continue;
-            };
-            for other in stats {
-                record.reviews += other.reviews;
-                record.failures += other.failures;
-                record.timeouts += other.timeouts;
-                record.findings.critical += other.findings.critical;
-                record.findings.important += other.findings.important;
-                record.findings.suggestion += other.findings.suggestion;
-                record.unique_insights += other.unique_insights;
-                record.false_positives += other.false_positives;
+            let mut record = deep_review_protocol::AgentStats::default();
+            for entry in entries.iter().filter(|entry| entry.agent == agent.name) {
+                record.add(entry);
             }
             if let Some(reason) = policy.breach(&record) {
                 left_out.push((agent.name.clone(), reason));
