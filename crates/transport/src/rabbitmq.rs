@@ -382,6 +382,8 @@ impl TaskQueue for RabbitTaskQueue {
             settings: self.settings.clone(),
             prefetch: u16::try_from(prefetch.max(1)).unwrap_or(u16::MAX),
             state: None,
+            outstanding: std::sync::Arc::default(),
+            starved_checks: 0,
         };
         consumer.start().await?;
         Ok(Box::new(consumer))
@@ -389,7 +391,7 @@ impl TaskQueue for RabbitTaskQueue {
 }
 
 struct ConsumerState {
-    _link: Link,
+    link: Link,
     streams: SelectAll<Consumer>,
 }
 
@@ -397,7 +399,17 @@ struct RabbitConsumer {
     settings: RabbitSettings,
     prefetch: u16,
     state: Option<ConsumerState>,
+    /// Deliveries handed out and not yet settled (or dropped).
+    outstanding: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Checks in a row that found tasks waiting while this consumer held none.
+    starved_checks: u32,
 }
+
+/// How long a consumer waits for a delivery before it checks that it is not starved.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Checks in a row that must find it starved before it subscribes again.
+const STARVED_CHECKS_BEFORE_RESUBSCRIBING: u32 = 2;
 
 impl RabbitConsumer {
     async fn start(&mut self) -> Result<(), TransportError> {
@@ -421,11 +433,58 @@ impl RabbitConsumer {
                 .map_err(|error| unavailable(format!("consuming {queue}: {error}")))?;
             streams.push(consumer);
         }
-        self.state = Some(ConsumerState {
-            _link: link,
-            streams,
-        });
+        self.state = Some(ConsumerState { link, streams });
         Ok(())
+    }
+
+    /// Whether tasks wait in a queue while this consumer, holding none, gets nothing: a
+    /// subscription made while a quorum queue was still recovering after a broker restart
+    /// can stay silent for good (seen with RabbitMQ 3.10). Subscribing again revives it;
+    /// with no delivery outstanding, doing so requeues nothing.
+    async fn starved(&mut self) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(state) = &self.state else {
+            return false;
+        };
+        if self.outstanding.load(Ordering::SeqCst) > 0 {
+            self.starved_checks = 0;
+            return false;
+        }
+        let mut waiting = 0;
+        for runner in &self.settings.runners {
+            let queue = self.settings.task_queue(*runner);
+            let declared = state
+                .link
+                .channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match declared {
+                Ok(declared) => waiting += declared.message_count(),
+                // The channel is gone: the stream ends too, and `next` reconnects.
+                Err(_) => return false,
+            }
+        }
+        if waiting == 0 {
+            self.starved_checks = 0;
+            return false;
+        }
+        self.starved_checks += 1;
+        if self.starved_checks < STARVED_CHECKS_BEFORE_RESUBSCRIBING {
+            return false;
+        }
+        tracing::warn!(
+            waiting,
+            "tasks wait in the queues but none reach this idle consumer; subscribing again"
+        );
+        self.starved_checks = 0;
+        true
     }
 
     async fn restart(&mut self) {
@@ -458,8 +517,16 @@ impl TaskConsumer for RabbitConsumer {
                 self.restart().await;
                 continue;
             };
-            match state.streams.next().await {
+            let Ok(next) = tokio::time::timeout(STALL_CHECK_INTERVAL, state.streams.next()).await
+            else {
+                if self.starved().await {
+                    self.restart().await;
+                }
+                continue;
+            };
+            match next {
                 Some(Ok(delivery)) => {
+                    self.starved_checks = 0;
                     let previous = previous_deliveries(&delivery);
                     let trace_context = trace_context(&delivery);
                     let acker = delivery.acker.clone();
@@ -471,7 +538,10 @@ impl TaskConsumer for RabbitConsumer {
                             return Some(Ok(Delivery::new(
                                 task,
                                 previous,
-                                Box::new(RabbitAcknowledger { acker }),
+                                Box::new(RabbitAcknowledger {
+                                    acker,
+                                    _outstanding: OutstandingDelivery::new(&self.outstanding),
+                                }),
                             )
                             .with_trace_context(trace_context)));
                         }
@@ -540,6 +610,24 @@ fn previous_deliveries(delivery: &lapin::message::Delivery) -> u32 {
 
 struct RabbitAcknowledger {
     acker: Acker,
+    /// Counts the delivery as outstanding until it is settled or dropped.
+    _outstanding: OutstandingDelivery,
+}
+
+/// One outstanding delivery in its consumer's count, for as long as this lives.
+struct OutstandingDelivery(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl OutstandingDelivery {
+    fn new(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OutstandingDelivery(std::sync::Arc::clone(count))
+    }
+}
+
+impl Drop for OutstandingDelivery {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
