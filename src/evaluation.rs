@@ -92,7 +92,14 @@ struct Evaluation {
 #[derive(Debug, Serialize)]
 struct Totals {
     consolidated: Ratios,
-    agents: Vec<(String, Ratios)>,
+    agents: Vec<AgentRatios>,
+}
+
+#[derive(Debug, Serialize)]
+struct AgentRatios {
+    agent: String,
+    #[serde(flatten)]
+    ratios: Ratios,
 }
 
 /// A score with its ratios spelled out, for readers of the JSON.
@@ -236,7 +243,10 @@ fn totals(tolerance: u32, cases: Vec<CaseScores>) -> Evaluation {
             consolidated: consolidated.into(),
             agents: agents
                 .into_iter()
-                .map(|(agent, score)| (agent, score.into()))
+                .map(|(agent, score)| AgentRatios {
+                    agent,
+                    ratios: score.into(),
+                })
                 .collect(),
         },
     }
@@ -251,7 +261,7 @@ fn print_table(evaluation: &Evaluation) {
         .total
         .agents
         .iter()
-        .map(|(agent, ratios)| (agent.as_str(), ratios))
+        .map(|row| (row.agent.as_str(), &row.ratios))
         .chain(std::iter::once((
             "consolidated report",
             &evaluation.total.consolidated,

@@ -47,7 +47,8 @@ fn the_builtin_reviewers_score_on_the_shipped_cases_is_the_tracked_figure() {
     assert_eq!(found("go-logged-error"), Some(Some(1)));
     assert_eq!(found("goto-fail"), Some(Some(0)));
     assert_eq!(found("off-by-one"), Some(Some(0)));
-    assert_eq!(scores["total"]["agents"][0][0], "builtin");
+    assert_eq!(scores["total"]["agents"][0]["agent"], "builtin");
+    assert_eq!(scores["total"]["agents"][0]["found_bugs"], 3);
 }
 
 #[test]

@@ -182,6 +182,22 @@ async fn declare_queue(
         .map_err(|error| unavailable(format!("declaring queue {name}: {error}")))
 }
 
+/// Messages ready in `queue`, by a passive declare (which fails, closing the channel, when
+/// the queue does not exist).
+async fn ready_messages(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|declared| declared.message_count())
+}
+
 async fn backoff(attempt: u32, max: Duration) {
     tokio::time::sleep(crate::backoff_delay(attempt, max)).await;
 }
@@ -244,18 +260,8 @@ impl RabbitTaskQueue {
     pub async fn dead_letter_count(&self) -> Result<u32, TransportError> {
         let channel = self.channel().await?;
         let queue = self.settings.dead_letter_queue();
-        let declared = channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match declared {
-            Ok(queue) => Ok(queue.message_count()),
+        match ready_messages(&channel, &queue).await {
+            Ok(count) => Ok(count),
             Err(error) => {
                 self.discard(&channel).await;
                 Err(unavailable(format!("inspecting {queue}: {error}")))
@@ -453,20 +459,8 @@ impl RabbitConsumer {
         let mut waiting = 0;
         for runner in &self.settings.runners {
             let queue = self.settings.task_queue(*runner);
-            let declared = state
-                .link
-                .channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            match declared {
-                Ok(declared) => waiting += declared.message_count(),
+            match ready_messages(&state.link.channel, &queue).await {
+                Ok(count) => waiting += count,
                 // The channel is gone: the stream ends too, and `next` reconnects.
                 Err(_) => return false,
             }

@@ -169,21 +169,26 @@ pub(crate) async fn run_agent_process(
         ),
     };
     let working_directory = worktree.or(empty_directory.as_ref().map(|directory| directory.path()));
-    // A sandboxed agent writes only to its own folders, and to config homes the operator
-    // gave its CLI (their variables are among those it inherits).
-    let mut writable: Vec<std::path::PathBuf> = working_directory
-        .map(std::path::Path::to_path_buf)
-        .into_iter()
-        .chain(extra_writable)
-        .collect();
-    writable.extend(
-        inherited
-            .iter()
-            .filter_map(std::env::var_os)
-            .map(std::path::PathBuf::from)
-            .filter(|path| path.is_absolute() && path.is_dir()),
-    );
-    let view = crate::isolation::FilesystemView::for_agent(&resolved, working_directory, writable);
+    // Only a sandboxed agent has a filesystem view to work out. It writes only to its own
+    // folders, and to config homes the operator gave its CLI (their variables are among
+    // those it inherits).
+    let view = if isolation == crate::isolation::Isolation::Sandbox {
+        let mut writable: Vec<std::path::PathBuf> = working_directory
+            .map(std::path::Path::to_path_buf)
+            .into_iter()
+            .chain(extra_writable)
+            .collect();
+        writable.extend(
+            inherited
+                .iter()
+                .filter_map(std::env::var_os)
+                .map(std::path::PathBuf::from)
+                .filter(|path| path.is_absolute() && path.is_dir()),
+        );
+        crate::isolation::FilesystemView::for_agent(&resolved, working_directory, writable)
+    } else {
+        crate::isolation::FilesystemView::default()
+    };
     let (wrapper, wrapped_arguments) =
         crate::isolation::wrap(isolation, &resolved, arguments, &view);
     let mut pause = SPAWN_RETRY_PAUSE;

@@ -89,12 +89,14 @@ pub(crate) fn isolation() -> Isolation {
 fn decide(mode: AgentIsolation) -> Result<Isolation, String> {
     match mode {
         AgentIsolation::None => Ok(Isolation::Unisolated),
-        AgentIsolation::Sandbox => probe_sandbox().ok_or_else(|| {
-            "agent_isolation = \"sandbox\", but bubblewrap (`bwrap`) is missing or cannot \
+        AgentIsolation::Sandbox => works(Isolation::Sandbox)
+            .then_some(Isolation::Sandbox)
+            .ok_or_else(|| {
+                "agent_isolation = \"sandbox\", but bubblewrap (`bwrap`) is missing or cannot \
              create namespaces here"
-                .to_string()
-        }),
-        AgentIsolation::Auto if probe_sandbox().is_some() => Ok(Isolation::Sandbox),
+                    .to_string()
+            }),
+        AgentIsolation::Auto if works(Isolation::Sandbox) => Ok(Isolation::Sandbox),
         AgentIsolation::PidNamespace | AgentIsolation::Auto => match probe() {
             Some(isolation) => Ok(isolation),
             None if mode == AgentIsolation::PidNamespace => Err(
@@ -108,11 +110,6 @@ fn decide(mode: AgentIsolation) -> Result<Isolation, String> {
             }
         },
     }
-}
-
-/// Whether bubblewrap can sandbox a process here.
-fn probe_sandbox() -> Option<Isolation> {
-    works(Isolation::Sandbox).then_some(Isolation::Sandbox)
 }
 
 /// Whether `unshare` can give a process its own PID namespace here.

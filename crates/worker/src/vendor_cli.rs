@@ -333,7 +333,11 @@ impl AgentRunner for VendorCliRunner {
         };
         let mut arguments = self.arguments(agent);
         arguments.extend(extra_arguments.iter().cloned());
-        let setup = self.setup(agent)?;
+        // The run directory lives until the run ends, however it ends.
+        let CliSetup {
+            environment,
+            run_directory,
+        } = self.setup(agent)?;
         let ProcessOutput {
             status,
             stdout,
@@ -342,10 +346,10 @@ impl AgentRunner for VendorCliRunner {
             program,
             arguments: &arguments,
             stdin: prompt.text.into_bytes(),
-            environment: setup.environment.clone(),
+            environment,
             inherited: self.inherited(),
             worktree: change.worktree(),
-            writable: vec![setup.run_directory.path().to_path_buf()],
+            writable: vec![run_directory.path().to_path_buf()],
             deadline: change.deadline,
         })
         .instrument(tracing::info_span!("vendor_cli", program))
