@@ -106,11 +106,34 @@ async fn reviews_complete_across_a_broker_restart() {
             .await;
         let report: deep_review_protocol::Report =
             serde_json::from_value(state["report"].clone()).unwrap();
-        assert!(
-            !report.partial,
-            "{review_id} lost an agent:\n{}",
-            cluster.logs()
-        );
+        if report.partial {
+            // Where the missing task is (ready, unacknowledged, or gone) says whose fault it is.
+            let queues = Command::new("rabbitmqctl")
+                .args([
+                    "list_queues",
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "consumers",
+                ])
+                .output()
+                .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                .unwrap_or_default();
+            let consumers = Command::new("rabbitmqctl")
+                .args([
+                    "list_consumers",
+                    "queue_name",
+                    "channel_pid",
+                    "prefetch_count",
+                ])
+                .output()
+                .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                .unwrap_or_default();
+            panic!(
+                "{review_id} lost an agent:\n{}\n--- queues\n{queues}\n--- consumers\n{consumers}",
+                cluster.logs()
+            );
+        }
         assert_eq!(
             report
                 .findings

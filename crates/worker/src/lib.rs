@@ -165,12 +165,17 @@ impl Worker {
                 tracing::info!(removed, directory = %scratch_directory.display(), "deleted checkouts that killed workers left behind");
             }
         });
-        let mut consumer = self.queue.consume(concurrency).await?;
+        let consumer = self.queue.consume(concurrency).await?;
         let worker = Arc::new(self);
         let mut in_flight = JoinSet::new();
         // The queue's prefetch already bounds deliveries; this also bounds the work when a
         // backend delivers more (several consumers, or prefetch not honoured).
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        // The wait for the next delivery lives across loop turns and owns the consumer: a
+        // task finishing meanwhile must not cancel it half-way, say while the consumer
+        // reconnects after a broker restart, which could leave a subscription behind that
+        // takes deliveries nobody reads.
+        let mut waiting = Box::pin(next_with_slot(consumer, Arc::clone(&slots)));
         loop {
             tokio::select! {
                 biased;
@@ -180,7 +185,9 @@ impl Worker {
                         tracing::error!(%error, "a task handler panicked; its delivery returns to the queue");
                     }
                 }
-                delivery = next_with_slot(consumer.as_mut(), &slots) => match delivery {
+                (consumer, delivery) = &mut waiting => {
+                    waiting = Box::pin(next_with_slot(consumer, Arc::clone(&slots)));
+                    match delivery {
                     Some((Ok(delivery), slot)) => {
                         let worker = Arc::clone(&worker);
                         // Every log line of the task names its review, agent and trace; the
@@ -206,7 +213,8 @@ impl Worker {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     None => break,
-                },
+                    }
+                }
             }
         }
         let drain = async { while in_flight.join_next().await.is_some() {} };
@@ -491,17 +499,26 @@ fn status_label(status: AgentStatus) -> &'static str {
     }
 }
 
-/// Waits for a free slot, then for the next delivery.
+/// What waiting for a delivery gives back: the consumer, and the delivery with the slot it
+/// runs in, or nothing when the queue ended.
+type NextDelivery = (
+    Box<dyn deep_review_transport::TaskConsumer>,
+    Option<(
+        Result<Delivery, deep_review_transport::TransportError>,
+        tokio::sync::OwnedSemaphorePermit,
+    )>,
+);
+
+/// Waits for a free slot, then for the next delivery; hands the consumer back.
 async fn next_with_slot(
-    consumer: &mut dyn deep_review_transport::TaskConsumer,
-    slots: &Arc<tokio::sync::Semaphore>,
-) -> Option<(
-    Result<Delivery, deep_review_transport::TransportError>,
-    tokio::sync::OwnedSemaphorePermit,
-)> {
-    let slot = Arc::clone(slots).acquire_owned().await.ok()?;
-    let delivery = consumer.next().await?;
-    Some((delivery, slot))
+    mut consumer: Box<dyn deep_review_transport::TaskConsumer>,
+    slots: Arc<tokio::sync::Semaphore>,
+) -> NextDelivery {
+    let Ok(slot) = slots.acquire_owned().await else {
+        return (consumer, None);
+    };
+    let delivery = consumer.next().await;
+    (consumer, delivery.map(|delivery| (delivery, slot)))
 }
 
 async fn settle(delivery: Delivery, done: bool) {
