@@ -238,6 +238,7 @@ async fn pipeline(
             shared_filesystem: false,
             budget: deep_review_scheduler::Budget::default(),
             lineup_policy: deep_review_scheduler::LineupPolicy::default(),
+            verification_time: None,
         },
     ));
     let shutdown = CancellationToken::new();

@@ -167,7 +167,7 @@ pub async fn build_request(
             }
         }
     };
-    Ok(ReviewRequest {
+    let mut request = ReviewRequest {
         schema_version: SCHEMA_VERSION,
         source,
         pull_request: PullRequestMetadata {
@@ -182,7 +182,57 @@ pub async fn build_request(
         policy: Default::default(),
         daily_usd_limit: None,
         notices: Vec::new(),
-    })
+    };
+    apply_repository_config(settings, &mut request).await?;
+    Ok(request)
+}
+
+/// Applies a local repository's `.deep-review.toml`, read at the base revision as the
+/// GitHub integration reads it from the default branch (the change under review must not
+/// choose its own rules), within the operator's limits. Agents named on the command line
+/// win over the file's.
+async fn apply_repository_config(
+    settings: &Settings,
+    request: &mut ReviewRequest,
+) -> anyhow::Result<()> {
+    use deep_review_github::repository_config;
+    let Source::LocalRepo { path, base, .. } = &request.source else {
+        return Ok(());
+    };
+    let limits = settings
+        .github
+        .as_ref()
+        .map(|github| github.repository_config.clone())
+        .unwrap_or_default();
+    if !limits.enabled {
+        return Ok(());
+    }
+    let repository = Repository::open(path).await?;
+    let Some(text) = repository
+        .file_at(base, repository_config::FILE_NAME)
+        .await?
+    else {
+        return Ok(());
+    };
+    match repository_config::parse(&text) {
+        Ok(config) => {
+            let applied = repository_config::apply(&config, &settings.agents, &limits);
+            if request.agents.is_empty() {
+                request.agents = applied
+                    .agents
+                    .iter()
+                    .map(|agent| agent.name.clone())
+                    .collect();
+            }
+            request.policy = applied.policy;
+            request.daily_usd_limit = applied.daily_usd_limit;
+            request.notices.extend(applied.notices);
+        }
+        Err(error) => request.notices.push(format!(
+            "{error} (at the base revision). The operator's configuration applied instead."
+        )),
+    }
+    Ok(())
 }
 
 /// The GitHub connection the configuration describes.

@@ -86,6 +86,13 @@ pub fn narrator(
     Ok(Some(crate::narrator::ModelNarrator::new(runner, agent)))
 }
 
+/// The verification stage the settings ask for; an error naming the setting when its
+/// backend cannot work here.
+pub fn verifier(settings: &Settings) -> anyhow::Result<Option<deep_review_worker::Verifier>> {
+    deep_review_worker::Verifier::from_settings(&settings.verification)
+        .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))
+}
+
 /// Runs one review end to end, writes its files to `out` and returns its job and report.
 pub async fn review(
     settings: &Settings,
@@ -124,6 +131,7 @@ pub async fn review(
             // Costs are not kept between embedded runs, so no budget applies.
             budget: deep_review_scheduler::Budget::default(),
             lineup_policy: settings.lineup_policy.policy(),
+            verification_time: settings.verification.worst_case_time(),
         },
     );
     let job = scheduler
@@ -144,7 +152,8 @@ pub async fn review(
             max_backoff: settings.distributed.max_backoff,
         },
     )
-    .with_progress(progress_sender);
+    .with_progress(progress_sender)
+    .with_verifier(verifier(settings)?);
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
 
     let publisher: Arc<dyn Publisher> = Arc::new(

@@ -421,7 +421,8 @@ pub async fn worker(settings: &Settings) -> anyhow::Result<ExitCode> {
             max_backoff: settings.distributed.max_backoff,
         },
     )
-    .with_metrics(metrics);
+    .with_metrics(metrics)
+    .with_verifier(crate::embedded::verifier(settings)?);
     let outcome = worker.run(shutdown).await.context("the worker stopped");
     telemetry_stop.cancel();
     let _stopped = telemetry.await;
@@ -555,6 +556,13 @@ async fn create_review(
     State(state): State<ApiState>,
     Json(request): Json<ReviewRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    // Whoever holds the API token could otherwise choose a command for the workers to run.
+    if request.policy.verification.is_some() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy.verification cannot be set through the API: a verification command comes only from a repository's .deep-review.toml on its default branch".to_string(),
+        ));
+    }
     let job = state.scheduler.submit(request).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -713,7 +721,14 @@ pub struct SubmitArguments {
 
 /// Sends a review request to the scheduler and, with `--wait`, writes its report.
 pub async fn submit(settings: &Settings, arguments: SubmitArguments) -> anyhow::Result<ExitCode> {
-    let request = build_request(settings, &arguments.change).await?;
+    let mut request = build_request(settings, &arguments.change).await?;
+    // The API takes no verification command (see `create_review`).
+    if request.policy.verification.take().is_some() {
+        request.notices.push(
+            "The repository's verification command was not sent: the scheduler's API never takes one, so no finding was verified."
+                .to_string(),
+        );
+    }
     let base = arguments
         .scheduler
         .clone()
@@ -818,6 +833,7 @@ fn new_scheduler(
             shared_filesystem: settings.distributed.shared_filesystem,
             budget: settings.budget()?,
             lineup_policy: settings.lineup_policy.policy(),
+            verification_time: settings.verification.worst_case_time(),
         },
     ))
 }

@@ -37,6 +37,10 @@ pub struct Settings {
     /// scheduler leaves it out of that repository's reviews.
     #[serde(default)]
     pub lineup_policy: LineupPolicySettings,
+    /// The workers' verification stage (off by default): where and within which limits
+    /// serious findings are checked with a repository's own verification command.
+    #[serde(default)]
+    pub verification: deep_review_worker::VerificationSettings,
     /// Model and vendor CLI runners: the prompt, retries, limits and prices.
     pub models: ModelsSettings,
     /// A model API agent (not part of the line-up) that rewrites each report's executive
@@ -335,6 +339,7 @@ impl Default for Settings {
             distributed: DistributedSettings::default(),
             budget: BudgetSettings::default(),
             lineup_policy: LineupPolicySettings::default(),
+            verification: deep_review_worker::VerificationSettings::default(),
             models: ModelsSettings::default(),
             narrator: None,
             github: None,

@@ -20,3 +20,4 @@ mod transport;
 mod util;
 mod vendor_api;
 mod vendor_cli_agents;
+mod verification;

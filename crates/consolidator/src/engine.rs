@@ -424,20 +424,40 @@ fn reconcile(
     let mut refutation_notes = Vec::new();
     let mut reconciliations: Vec<Reconciliation> = Vec::new();
     for item in &refuted {
-        let command = item
-            .finding
-            .verification
-            .as_ref()
-            .map(|verification| verification.command.clone())
+        let Some(verification) = item.finding.verification.as_ref() else {
+            continue;
+        };
+        let command = &verification.command;
+        let evidence = verification
+            .reason
+            .as_deref()
+            .map(|reason| format!(": {reason}"))
             .unwrap_or_default();
-        let reason = format!(
-            "refuted by {}'s own verification (`{command}`): a false positive",
-            display_of(&item.agent)
-        );
-        refutation_notes.push(format!(
-            "{}'s verification (`{command}`) refuted its own report of it",
-            display_of(&item.agent)
-        ));
+        let (reason, note) = match &verification.sandbox {
+            // deep-review's own run: evidence, not the agent's word.
+            Some(_) => (
+                format!(
+                    "refuted by verification ({}; `{command}`){evidence}: a false positive",
+                    verification.provenance()
+                ),
+                format!(
+                    "verification ({}) refuted {}'s report of it{evidence}",
+                    verification.provenance(),
+                    display_of(&item.agent)
+                ),
+            ),
+            None => (
+                format!(
+                    "refuted by {}'s own verification (`{command}`){evidence}: a false positive",
+                    display_of(&item.agent)
+                ),
+                format!(
+                    "{}'s verification (`{command}`) refuted its own report of it",
+                    display_of(&item.agent)
+                ),
+            ),
+        };
+        refutation_notes.push(note);
         dropped_findings.push(DroppedFinding {
             agent: item.agent.clone(),
             finding: item.finding.clone(),
@@ -508,12 +528,31 @@ fn reconcile(
         .map(|item| item.finding.severity)
         .max()
         .unwrap_or(Severity::Suggestion);
-    if confirmed {
-        let floor = highest.min(Severity::Important);
+    // A confirmed report keeps its severity: the run showed the problem as that agent
+    // described it, whatever the others voted.
+    let confirmed_severity = members
+        .iter()
+        .filter(|item| {
+            item.finding
+                .verification
+                .as_ref()
+                .is_some_and(|verification| verification.outcome == VerificationOutcome::Confirmed)
+        })
+        .map(|item| item.finding.severity)
+        .max();
+    if let Some(kept) = confirmed_severity {
+        let floor = kept.max(highest.min(Severity::Important));
         if severity < floor {
             severity = floor;
-            because = "verification confirmed it, and a confirmed finding stays at least Important"
-                .to_string();
+            because = if floor == kept {
+                format!(
+                    "verification confirmed it as reported, so it keeps its severity {}",
+                    kept.label()
+                )
+            } else {
+                "verification confirmed it, and a confirmed finding stays at least Important"
+                    .to_string()
+            };
         }
     }
     let all_in_tests = members.iter().all(|item| {
@@ -1113,6 +1152,7 @@ mod tests {
             fix: None,
             confidence: None,
             verification: None,
+            reproduction: None,
         }
     }
 
@@ -1294,11 +1334,11 @@ mod tests {
     #[test]
     fn verification_outranks_votes() {
         let mut confirmed = finding(Severity::Critical, "Deadlock on shutdown", "src/run.rs", 9);
-        confirmed.verification = Some(Verification {
-            command: "cargo test shutdown".into(),
-            output: "hangs".into(),
-            outcome: VerificationOutcome::Confirmed,
-        });
+        confirmed.verification = Some(Verification::by_agent(
+            "cargo test shutdown",
+            "hangs",
+            VerificationOutcome::Confirmed,
+        ));
         let report = run(vec![
             result("a", vec![confirmed]),
             result(
@@ -1322,16 +1362,45 @@ mod tests {
         ]);
         assert_eq!(
             report.findings[0].severity,
-            Severity::Important,
-            "confirmed: not below important"
+            Severity::Critical,
+            "a confirmed report keeps its severity against the votes"
+        );
+        assert!(
+            report.findings[0]
+                .severity_note
+                .as_deref()
+                .unwrap_or("")
+                .contains("keeps its severity Critical"),
+            "{:?}",
+            report.findings[0].severity_note
         );
 
-        let mut refuted = finding(Severity::Critical, "Overflow in sum", "src/math.rs", 3);
-        refuted.verification = Some(Verification {
-            command: "cargo test sum".into(),
-            output: "ok".into(),
-            outcome: VerificationOutcome::Refuted,
+        // deep-review's own run refutes with its evidence in the reconciliation notes.
+        let mut sandboxed = finding(Severity::Important, "Negative total", "src/cart.rs", 3);
+        sandboxed.verification = Some(Verification {
+            reason: Some("the proposed test `tests/neg.rs` passes at the head commit".into()),
+            exit_code: Some(0),
+            duration_ms: Some(2400),
+            sandbox: Some("local".into()),
+            ..Verification::by_agent("cargo test", "1 passed", VerificationOutcome::Refuted)
         });
+        let report = run(vec![result("a", vec![sandboxed])]);
+        assert!(report.findings.is_empty());
+        let reason = &report.reconciliations[0].reason;
+        assert!(
+            reason.contains("run by deep-review in the local sandbox, exit 0, 2.4 s")
+                && reason.contains("`tests/neg.rs` passes at the head commit")
+                && reason.contains("false positive"),
+            "{reason}"
+        );
+        assert_eq!(report.retro[0].false_positives, 1);
+
+        let mut refuted = finding(Severity::Critical, "Overflow in sum", "src/math.rs", 3);
+        refuted.verification = Some(Verification::by_agent(
+            "cargo test sum",
+            "ok",
+            VerificationOutcome::Refuted,
+        ));
         let report = run(vec![result("a", vec![refuted])]);
         assert!(report.findings.is_empty());
         assert_eq!(report.dropped_findings.len(), 1);
@@ -1392,11 +1461,11 @@ mod tests {
             "src/db.rs",
             40,
         );
-        refuted.verification = Some(Verification {
-            command: "cargo test search_escapes".into(),
-            output: "ok".into(),
-            outcome: VerificationOutcome::Refuted,
-        });
+        refuted.verification = Some(Verification::by_agent(
+            "cargo test search_escapes",
+            "ok",
+            VerificationOutcome::Refuted,
+        ));
         let report = run(vec![
             result(
                 "a",

@@ -1125,6 +1125,7 @@ mod tests {
             fix: None,
             confidence: None,
             verification: None,
+            reproduction: None,
         }
     }
 }

@@ -34,6 +34,7 @@ fn finding(
         fix: None,
         confidence: None,
         verification: None,
+        reproduction: None,
     }
 }
 

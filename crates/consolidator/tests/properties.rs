@@ -47,6 +47,7 @@ fn finding_strategy() -> impl Strategy<Value = Finding> {
             fix: None,
             confidence: None,
             verification: None,
+            reproduction: None,
         })
 }
 

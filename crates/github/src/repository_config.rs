@@ -1,7 +1,7 @@
 //! A repository's own `.deep-review.toml`, read from its default branch and applied within
 //! the operator's limits.
 
-use deep_review_protocol::{AgentSpec, RepositoryPolicy, SeverityRules};
+use deep_review_protocol::{AgentSpec, RepositoryPolicy, SeverityRules, VerificationPolicy};
 use serde::Deserialize;
 
 use crate::RepositoryConfigLimits;
@@ -23,6 +23,9 @@ pub struct RepositoryConfig {
     pub severity: SeverityRules,
     /// Spending limits.
     pub budget: RepositoryBudget,
+    /// The command workers verify serious findings with, and whether agents may propose
+    /// reproductions for it.
+    pub verification: Option<VerificationPolicy>,
 }
 
 /// A repository's spending limits.
@@ -97,6 +100,19 @@ pub fn apply(
             ));
         }
     }
+    if let Some(verification) = &config.verification {
+        if !limits.allow_verification {
+            applied.notices.push(format!(
+                "{FILE_NAME} sets a verification command, which the operator does not allow repositories to set; no finding was verified."
+            ));
+        } else if verification.command.trim().is_empty() {
+            applied.notices.push(format!(
+                "{FILE_NAME}: verification.command is empty; no finding was verified."
+            ));
+        } else {
+            applied.policy.verification = Some(verification.clone());
+        }
+    }
     if let Some(asked) = config.budget.daily_usd {
         if !asked.is_finite() || asked < 0.0 {
             applied.notices.push(format!(
@@ -141,6 +157,8 @@ lower_test_code_findings = false
 rework_min_critical = 2
 [budget]
 daily_usd = 50
+[verification]
+command = "cargo test --offline"
 "#,
         )
         .expect("valid");
@@ -159,6 +177,12 @@ daily_usd = 50
         assert_eq!(applied.policy.excluded_paths, ["generated/**", "*.lock"]);
         assert_eq!(applied.policy.severity.rework_min_critical, Some(2));
         assert_eq!(applied.daily_usd_limit, Some(10.0));
+        let verification = applied.policy.verification.as_ref().expect("verification");
+        assert_eq!(verification.command, "cargo test --offline");
+        assert!(
+            verification.reproductions,
+            "reproductions are on unless turned off"
+        );
         let notices = applied.notices.join("\n");
         assert!(
             notices.contains("`claude`") && notices.contains("does not allow"),
@@ -173,10 +197,13 @@ daily_usd = 50
 
     #[test]
     fn severity_rules_can_be_locked_and_bad_patterns_are_named() {
-        let config = parse("exclude = [\"src/[\"]\n[severity]\nrework_min_critical = 5\n")
-            .expect("valid TOML");
+        let config = parse(
+            "exclude = [\"src/[\"]\n[severity]\nrework_min_critical = 5\n[verification]\ncommand = \"make check\"\n",
+        )
+        .expect("valid TOML");
         let limits = RepositoryConfigLimits {
             allow_severity_rules: false,
+            allow_verification: false,
             ..RepositoryConfigLimits::default()
         };
         let applied = apply(&config, &line_up(), &limits);
@@ -184,6 +211,7 @@ daily_usd = 50
         let notices = applied.notices.join("\n");
         assert!(notices.contains("src/["), "{notices}");
         assert!(notices.contains("severity rules"), "{notices}");
+        assert!(notices.contains("verification command"), "{notices}");
     }
 
     #[test]

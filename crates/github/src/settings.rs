@@ -110,6 +110,9 @@ pub struct RepositoryConfigLimits {
     /// The highest daily budget (US dollars) a repository may set for itself; its
     /// setting can only lower the operator's per-repository budget.
     pub max_daily_usd: Option<f64>,
+    /// Whether a repository may name a verification command. Workers run one only when
+    /// their own `[verification]` is enabled.
+    pub allow_verification: bool,
 }
 
 impl Default for RepositoryConfigLimits {
@@ -119,6 +122,7 @@ impl Default for RepositoryConfigLimits {
             allowed_agents: Vec::new(),
             allow_severity_rules: true,
             max_daily_usd: None,
+            allow_verification: true,
         }
     }
 }

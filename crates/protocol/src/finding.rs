@@ -122,6 +122,71 @@ pub struct Verification {
     pub output: String,
     /// The conclusion drawn from the run.
     pub outcome: VerificationOutcome,
+    /// Why the run means `outcome`, in one sentence, for the reader and the
+    /// reconciliation notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The command's exit code; absent when a limit stopped it or the agent gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// How long the run took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Where deep-review itself ran the check (`local` sandbox, `kubernetes` job). Absent
+    /// when the agent reports a check of its own, which weighs as the agent's word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+impl Verification {
+    /// Who ran the check and how it ended, for the report: "run by deep-review in the
+    /// local sandbox, exit 1, 2.4 s", or "the agent's own check".
+    pub fn provenance(&self) -> String {
+        let Some(sandbox) = &self.sandbox else {
+            return "the agent's own check".to_string();
+        };
+        let mut text = format!("run by deep-review in the {sandbox} sandbox");
+        if let Some(code) = self.exit_code {
+            text.push_str(&format!(", exit {code}"));
+        }
+        if let Some(milliseconds) = self.duration_ms {
+            text.push_str(&format!(", {:.1} s", milliseconds as f64 / 1000.0));
+        }
+        text
+    }
+
+    /// An agent's own account of a check it made.
+    pub fn by_agent(
+        command: impl Into<String>,
+        output: impl Into<String>,
+        outcome: VerificationOutcome,
+    ) -> Self {
+        Verification {
+            command: command.into(),
+            output: output.into(),
+            outcome,
+            reason: None,
+            exit_code: None,
+            duration_ms: None,
+            sandbox: None,
+        }
+    }
+}
+
+/// A test an agent proposes for its finding, which deep-review's verification stage runs
+/// with the repository's verification command in a sandboxed copy of the head commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Reproduction {
+    /// Where the test file goes, relative to the repository root (for example
+    /// `tests/overflow_repro.rs` or `pkg/cache/repro_test.go`); it must not exist at the
+    /// head commit.
+    pub path: String,
+    /// The whole test file. It must pass when the problem is absent and fail while it is
+    /// present.
+    pub content: String,
+    /// Text the run prints when the test fails because of the problem (its assertion
+    /// message): a failure without it, such as a compile error, proves nothing.
+    pub fails_with: String,
 }
 
 /// One problem reported by one agent.
@@ -158,4 +223,8 @@ pub struct Finding {
     /// Evidence from a verification run, when one was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// A test that fails while the problem is present, when the review's verification
+    /// stage accepts reproductions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduction: Option<Reproduction>,
 }

@@ -346,6 +346,30 @@ pub struct RepositoryPolicy {
     /// Overrides of the operator's consolidation rules.
     #[serde(skip_serializing_if = "SeverityRules::is_default")]
     pub severity: SeverityRules,
+    /// How workers check the serious findings of this repository's reviews; absent, they
+    /// verify nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationPolicy>,
+}
+
+/// A repository's verification command, from the `[verification]` table of its
+/// `.deep-review.toml` on the default branch (never the PR's head: a PR must not choose
+/// what runs to judge it). Workers run it with no secrets, no network and limits on time,
+/// memory and output, in a fresh copy of the head commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationPolicy {
+    /// The shell command that runs the repository's checks, e.g. `cargo test --offline`,
+    /// `go test ./...` or `python -m pytest -q`. It must pick up a new test file by itself,
+    /// so an agent's reproduction runs with it.
+    pub command: String,
+    /// Whether agents may propose a reproduction (a test file) for a finding.
+    #[serde(default = "reproductions_by_default")]
+    pub reproductions: bool,
+}
+
+fn reproductions_by_default() -> bool {
+    true
 }
 
 impl RepositoryPolicy {

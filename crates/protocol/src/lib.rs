@@ -11,10 +11,13 @@ mod parse;
 mod report;
 mod result;
 
-pub use finding::{Finding, Location, Severity, Tag, Verification, VerificationOutcome};
+pub use finding::{
+    Finding, Location, Reproduction, Severity, Tag, Verification, VerificationOutcome,
+};
 pub use job::{
     AgentInput, AgentSpec, AgentTask, CommitSummary, PullRequestMetadata, RepositoryPolicy,
     ReviewJob, ReviewManifest, ReviewRequest, RunnerKind, SeverityRules, Source,
+    VerificationPolicy,
 };
 pub use ledger::{AgentStats, LedgerEntry};
 pub use parse::{parse_agent_result, parse_json, ParseError};

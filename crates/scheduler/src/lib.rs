@@ -50,6 +50,10 @@ pub struct SchedulerSettings {
     pub budget: Budget,
     /// Bounds on an agent's record in a repository, from the agent ledger.
     pub lineup_policy: LineupPolicy,
+    /// The longest the workers' verification stage can take after an agent, when it is
+    /// enabled: added to the deadline of reviews whose repository names a verification
+    /// command. `None`: workers verify nothing, and such a repository is told so.
+    pub verification_time: Option<Duration>,
 }
 
 /// Bounds on an agent's record in one repository over a window of its reviews: an agent
@@ -472,7 +476,27 @@ pub async fn prepare_job(
             }
         }
     };
-    let deadline = deadline_for(&agents, settings.deadline_grace, now)?;
+    let mut policy = request.policy;
+    let mut notices = request.notices;
+    let mut deadline = deadline_for(&agents, settings.deadline_grace, now)?;
+    if policy.verification.is_some() {
+        match settings.verification_time {
+            Some(time) => {
+                deadline += chrono::Duration::from_std(time).map_err(|_| {
+                    SchedulerError::InvalidRequest(
+                        "the verification stage's time limits are too large".to_string(),
+                    )
+                })?;
+            }
+            None => {
+                policy.verification = None;
+                notices.push(
+                    "The repository names a verification command, but verification is off on these workers (`[verification] enabled`); no finding was verified."
+                        .to_string(),
+                );
+            }
+        }
+    }
     Ok(ReviewJob {
         schema_version: SCHEMA_VERSION,
         id: new_review_id(now),
@@ -484,10 +508,10 @@ pub async fn prepare_job(
         deadline,
         repository_context: Vec::new(),
         declined: request.declined,
-        notices: request.notices,
+        notices,
         earlier_findings: Vec::new(),
         trace_context: Default::default(),
-        policy: request.policy,
+        policy,
         supersedes: None,
     })
 }
@@ -599,6 +623,7 @@ mod tests {
             shared_filesystem: true,
             budget: Budget::default(),
             lineup_policy: LineupPolicy::default(),
+            verification_time: None,
         }
     }
 

@@ -196,6 +196,23 @@ impl PreparedChange {
         repository.file_at(base, path).await.ok().flatten()
     }
 
+    /// Writes the head commit's files as a gzipped tar to `destination`, for a
+    /// verification run: the commit as pushed, whatever an agent did to its checkout.
+    /// `None` when the change has no repository (an inline diff).
+    pub async fn archive_head(
+        &self,
+        destination: &Path,
+    ) -> Option<Result<(), deep_review_git::GitError>> {
+        let (repository, head) = (self.repository.as_ref()?, self.head.as_ref()?);
+        let destination = destination.display().to_string();
+        Some(
+            repository
+                .output(&["archive", "--format=tar.gz", "-o", &destination, head])
+                .await
+                .map(|_| ()),
+        )
+    }
+
     /// The repository under review, when there is one.
     pub fn repository(&self) -> Option<&Repository> {
         self.repository.as_ref()

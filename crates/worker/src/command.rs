@@ -402,7 +402,7 @@ pub(crate) fn stderr_tail(stderr: &str) -> String {
 
 /// Kills the agent's whole process group when the run ends for any reason, so helpers the
 /// agent spawned do not outlive it.
-struct ProcessGroupGuard(u32);
+pub(crate) struct ProcessGroupGuard(pub(crate) u32);
 
 impl Drop for ProcessGroupGuard {
     fn drop(&mut self) {

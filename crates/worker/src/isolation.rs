@@ -320,6 +320,93 @@ pub(crate) fn wrap(
     }
 }
 
+/// The bubblewrap arguments that run `sh -c script` as a verification: like an agent's
+/// sandbox, but with every namespace unshared (no network, no view of the host's
+/// processes or IPC), nothing of the worker mounted back but `PATH` folders and the
+/// operator's `readable` / `writable` folders, and `directory` (a fresh copy of the head
+/// commit and its home and temporary folders) as the only place to write.
+pub(crate) fn verification_sandbox(
+    directory: &Path,
+    working_directory: &Path,
+    readable: &[PathBuf],
+    writable: &[PathBuf],
+    script: &str,
+) -> Vec<String> {
+    let hidden = hidden_folders();
+    let is_hidden = |path: &Path| hidden.iter().any(|folder| path.starts_with(folder));
+    let mut arguments: Vec<String> = [
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-all",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    let mut mount = |operation: &str, path: &Path| {
+        let path = path.display().to_string();
+        arguments.extend([operation.to_string(), path.clone()]);
+        if operation != "--tmpfs" {
+            arguments.push(path);
+        }
+    };
+    for folder in &hidden {
+        mount("--tmpfs", folder);
+    }
+    let mut back: Vec<PathBuf> = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .filter(|folder| folder.is_dir())
+        .chain(readable.iter().filter(|path| path.exists()).cloned())
+        .filter_map(|path| path.canonicalize().ok())
+        .filter(|path| is_hidden(path))
+        .collect();
+    back.sort();
+    back.dedup();
+    for path in &back {
+        mount("--ro-bind", path);
+    }
+    for path in writable.iter().filter(|path| path.is_dir()) {
+        mount("--bind", path);
+    }
+    mount("--bind", directory);
+    arguments.extend([
+        "--chdir".to_string(),
+        working_directory.display().to_string(),
+        "--".to_string(),
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+    ]);
+    arguments
+}
+
+/// Whether bubblewrap can start a verification sandbox here (every namespace unshared).
+pub(crate) fn verification_sandbox_works() -> bool {
+    let Ok(directory) = tempfile::tempdir() else {
+        return false;
+    };
+    std::process::Command::new("bwrap")
+        .args(verification_sandbox(
+            directory.path(),
+            directory.path(),
+            &[],
+            &[],
+            "true",
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// `program` as a path to an executable file, searched in `PATH` when it names no
 /// directory, so a missing agent is reported as missing rather than as a failure of the
 /// `unshare` wrapper.

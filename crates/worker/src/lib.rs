@@ -17,6 +17,7 @@ mod runner;
 #[cfg(test)]
 mod test_support;
 mod vendor_cli;
+mod verification;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,6 +43,11 @@ pub use prompt::{
 };
 pub use runner::{AgentRunner, RunnerError};
 pub use vendor_cli::VendorCliRunner;
+pub use verification::{
+    judge_repository_check, judge_reproduction, BackendKind, KubernetesBackend, KubernetesSettings,
+    LocalBackend, RunEvidence, RunLimits, VerificationBackend, VerificationError, VerificationRun,
+    VerificationSettings, Verifier,
+};
 
 /// What a worker tells observers (a terminal, metrics) about a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +123,8 @@ pub struct Worker {
     settings: WorkerSettings,
     progress: Option<mpsc::UnboundedSender<ProgressEvent>>,
     metrics: Option<Arc<deep_review_telemetry::Metrics>>,
+    /// Checks serious findings of repositories that name a verification command.
+    verifier: Option<Verifier>,
 }
 
 impl Worker {
@@ -135,7 +143,14 @@ impl Worker {
             settings,
             progress: None,
             metrics: None,
+            verifier: None,
         }
+    }
+
+    /// Verifies serious findings with `verifier` where the review's repository asks.
+    pub fn with_verifier(mut self, verifier: Option<Verifier>) -> Self {
+        self.verifier = verifier;
+        self
     }
 
     /// Records task metrics in `metrics`.
@@ -422,11 +437,30 @@ impl Worker {
                         // process group, and only then is the worktree removed: an agent
                         // still writing into it would make the removal fail half-way.
                         change.deadline = Some(deadline);
-                        let outcome = tokio::time::timeout_at(
+                        let mut outcome = tokio::time::timeout_at(
                             deadline + DEADLINE_BACKSTOP,
                             runner.run(task, &change),
                         )
                         .await;
+                        // Only the worker's own runs name a sandbox: an agent cannot pass
+                        // its word off as deep-review's evidence.
+                        if let Ok(Ok(result)) = &mut outcome {
+                            for verification in result
+                                .findings
+                                .iter_mut()
+                                .filter_map(|finding| finding.verification.as_mut())
+                            {
+                                verification.sandbox = None;
+                            }
+                        }
+                        // Verification has limits of its own, outside the agent's time.
+                        if let (Ok(Ok(result)), Some(verifier), Some(policy)) =
+                            (&mut outcome, &self.verifier, &task.job.policy.verification)
+                        {
+                            verifier
+                                .verify(policy, &task.job.id, &change, &mut result.findings)
+                                .await;
+                        }
                         let mut omitted = change.excluded.clone();
                         change.cleanup().await;
                         match outcome {

@@ -13,3 +13,30 @@ pub(crate) fn git(directory: &Path, arguments: &[&str]) {
         .unwrap();
     assert!(output.status.success(), "git {arguments:?}: {output:?}");
 }
+
+/// A review job of one builtin agent over an empty inline diff, for tests to adjust.
+pub(crate) fn review_job() -> deep_review_protocol::ReviewJob {
+    let agent = deep_review_protocol::AgentSpec::new(
+        "builtin".to_string(),
+        deep_review_protocol::RunnerKind::Builtin,
+    );
+    deep_review_protocol::ReviewJob {
+        schema_version: deep_review_protocol::SCHEMA_VERSION,
+        id: "r1".to_string(),
+        created_at: chrono::Utc::now(),
+        source: deep_review_protocol::Source::InlineDiff {
+            diff: String::new(),
+        },
+        pull_request: Default::default(),
+        round: 1,
+        agents: vec![agent],
+        deadline: chrono::Utc::now() + chrono::Duration::minutes(5),
+        repository_context: Vec::new(),
+        declined: Vec::new(),
+        notices: Vec::new(),
+        earlier_findings: Vec::new(),
+        trace_context: Default::default(),
+        policy: Default::default(),
+        supersedes: None,
+    }
+}

@@ -73,6 +73,7 @@ pub fn results(agents: usize, per_agent: usize, files: usize) -> Vec<AgentResult
                         fix: None,
                         confidence: None,
                         verification: None,
+                        reproduction: None,
                     }
                 })
                 .collect();

@@ -390,8 +390,16 @@ fn finding_block(out: &mut String, report: &Report, finding: &ConsolidatedFindin
             .unwrap_or_default();
         put_line!(
             out,
-            "<h4>Verification ({})</h4>\n<pre><code>{}</code></pre>",
+            "<h4>Verification ({}; {})</h4>",
             escape(&outcome),
+            escape(&verification.provenance())
+        );
+        if let Some(reason) = &verification.reason {
+            put_line!(out, "<p>{}</p>", escape(reason));
+        }
+        put_line!(
+            out,
+            "<pre><code>{}</code></pre>",
             escape(&verification.command)
         );
         if !verification.output.trim().is_empty() {

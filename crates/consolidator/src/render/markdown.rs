@@ -234,10 +234,14 @@ fn finding_block(out: &mut String, report: &Report, finding: &ConsolidatedFindin
     if let Some(verification) = &finding.verification {
         put_line!(
             out,
-            "**Verification ({}):**\n\n{}\n",
+            "**Verification ({}; {}):**\n",
             serde_plain(&verification.outcome),
-            fence(&verification.command, "sh")
+            verification.provenance()
         );
+        if let Some(reason) = &verification.reason {
+            put_line!(out, "{}\n", single_line(reason));
+        }
+        put_line!(out, "{}\n", fence(&verification.command, "sh"));
         if !verification.output.trim().is_empty() {
             put_line!(out, "{}\n", fence(&verification.output, ""));
         }

@@ -149,6 +149,7 @@ impl BuiltinRunner {
                 fix: None,
                 confidence: Some(0.6),
                 verification: None,
+                reproduction: None,
             });
             result.testing_gaps.push(format!(
                 "No test accompanies the changes to {}.",
@@ -267,6 +268,7 @@ fn group_hits(path: &str, hits: Vec<RuleHit>) -> Vec<Finding> {
                 fix: Some(rule.fix.to_string()),
                 confidence: Some(rule.confidence),
                 verification: None,
+                reproduction: None,
             })
         })
         .collect()
