@@ -373,7 +373,11 @@ impl Settings {
             config::Environment::with_prefix("DEEP_REVIEW")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                // One worker Deployment per runner queue sets its runners in a variable:
+                // `DEEP_REVIEW_DISTRIBUTED__RUNNERS=claude-code,codex`.
+                .list_separator(",")
+                .with_list_parse_key("distributed.runners"),
         );
         let source = explicit.map_or_else(
             || format!("{DEFAULT_CONFIG_FILE} (if present) and DEEP_REVIEW_* variables"),
