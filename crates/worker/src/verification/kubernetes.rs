@@ -542,3 +542,417 @@ async fn wait_for_job(jobs: &Api<Job>, created: Job) -> Result<Job, Verification
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a local HTTP server that answers the Kubernetes API calls the backend makes
+    //! (create, watch, list, logs, delete), as the API server does, through the real
+    //! `kube` client and a kubeconfig.
+
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::verification::RunLimits;
+
+    const TOKEN: &str = "fake-cluster-token";
+
+    /// How the fake cluster's Job ends.
+    #[derive(Clone)]
+    struct Ending {
+        condition: (&'static str, &'static str),
+        terminated: Option<Value>,
+        log: &'static str,
+        refuse_jobs: bool,
+    }
+
+    #[derive(Clone)]
+    struct Cluster {
+        requests: Arc<Mutex<Vec<(Method, String, Value)>>>,
+        ending: Ending,
+    }
+
+    async fn answer(
+        axum::extract::State(cluster): axum::extract::State<Cluster>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> axum::response::Response {
+        if headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            != Some(&format!("Bearer {TOKEN}"))
+        {
+            return (StatusCode::UNAUTHORIZED, Json::status(401, "Unauthorized")).into_response();
+        }
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let path = uri.path().to_string();
+        let query = uri.query().unwrap_or("").to_string();
+        cluster.requests.lock().unwrap().push((
+            method.clone(),
+            format!("{path}?{query}"),
+            body.clone(),
+        ));
+        let created = |mut object: Value| {
+            object["metadata"]["resourceVersion"] = json!("5");
+            object["metadata"]["uid"] = json!("0000");
+            (StatusCode::CREATED, axum::Json(object)).into_response()
+        };
+        let ending = &cluster.ending;
+        match (method, path.as_str()) {
+            (Method::POST, path) if path.ends_with("/jobs") && ending.refuse_jobs => (
+                StatusCode::FORBIDDEN,
+                Json::status(403, "jobs.batch is forbidden: quota exceeded"),
+            )
+                .into_response(),
+            (Method::POST, _) => created(body),
+            (Method::GET, path) if path.ends_with("/jobs") && query.contains("watch=true") => {
+                let running = json!({"type": "ADDED", "object": job(json!({"active": 1}), "6")});
+                let (kind, reason) = ending.condition;
+                let done = json!({"type": "MODIFIED", "object": job(json!({
+                    "conditions": [{"type": kind, "status": "True", "reason": reason}]
+                }), "7")});
+                format!("{running}\n{done}\n").into_response()
+            }
+            (Method::GET, path) if path.ends_with("/pods") => {
+                let mut status = json!({"phase": "Failed"});
+                if let Some(terminated) = &ending.terminated {
+                    status["containerStatuses"] = json!([{
+                        "name": CHECK, "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                        "state": {"terminated": terminated}
+                    }]);
+                }
+                axum::Json(json!({
+                    "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"},
+                    "items": [{"metadata": {"name": "verification-x7k2p", "labels": {"job-name": CHECK}}, "status": status}]
+                }))
+                .into_response()
+            }
+            (Method::GET, path) if path.ends_with("/log") => ending.log.into_response(),
+            (Method::DELETE, _) => axum::Json(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": path.rsplit('/').next().unwrap()},
+                "status": {"phase": "Terminating"}
+            }))
+            .into_response(),
+            _ => (StatusCode::NOT_FOUND, Json::status(404, "not found")).into_response(),
+        }
+    }
+
+    struct Json;
+    impl Json {
+        fn status(code: u16, message: &str) -> axum::Json<Value> {
+            axum::Json(json!({
+                "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                "message": message, "reason": "Forbidden", "code": code
+            }))
+        }
+    }
+
+    fn job(status: Value, version: &str) -> Value {
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": CHECK, "resourceVersion": version},
+            "status": status
+        })
+    }
+
+    /// A fake cluster ending Jobs as `ending` says, and a backend whose kubeconfig points at it.
+    async fn cluster(ending: Ending) -> (Cluster, KubernetesBackend, tempfile::TempDir) {
+        let cluster = Cluster {
+            requests: Arc::new(Mutex::new(Vec::new())),
+            ending,
+        };
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(cluster.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let folder = tempfile::tempdir().unwrap();
+        let kubeconfig = folder.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{address}\n\
+                 users:\n- name: ci\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: ci\n\
+                 current-context: fake\n"
+            ),
+        )
+        .unwrap();
+        let backend = KubernetesBackend::from_settings(&KubernetesSettings {
+            image: "registry.example.com/checks:1".to_string(),
+            kubeconfig: Some(kubeconfig),
+            ..KubernetesSettings::default()
+        })
+        .unwrap();
+        (cluster, backend, folder)
+    }
+
+    /// A gzipped tar of one file, as `git archive` makes them.
+    fn archive(folder: &Path) -> PathBuf {
+        let source = folder.join("source");
+        std::fs::create_dir_all(source.join("src")).unwrap();
+        std::fs::write(
+            source.join("src/cart.sh"),
+            "total() { echo $(( $1 - $2 )); }\n",
+        )
+        .unwrap();
+        let archive = folder.join("head.tar.gz");
+        let status = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&source)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        archive
+    }
+
+    fn limits() -> RunLimits {
+        RunLimits {
+            timeout: Duration::from_secs(120),
+            cpu_time: Duration::from_secs(120),
+            memory_bytes: 512 * 1024 * 1024,
+            output_bytes: 4096,
+        }
+    }
+
+    async fn run(
+        backend: &KubernetesBackend,
+        archive: &Path,
+    ) -> Result<RunEvidence, VerificationError> {
+        let limits = limits();
+        backend
+            .run(VerificationRun {
+                review_id: "20261203-101500-abcdef12",
+                source_archive: archive,
+                extra_file: Some(("tests/total_adds.sh", "echo BUG\n")),
+                command: "sh check.sh",
+                limits: &limits,
+            })
+            .await
+    }
+
+    fn failed_with(exit_code: i64, reason: &str) -> Option<Value> {
+        Some(json!({"exitCode": exit_code, "reason": reason}))
+    }
+
+    #[tokio::test]
+    async fn a_check_runs_as_a_locked_down_job_in_a_namespace_of_its_own() {
+        let (cluster, backend, folder) = cluster(Ending {
+            condition: ("Failed", "BackoffLimitExceeded"),
+            terminated: failed_with(1, "Error"),
+            log: "running tests/total_adds.sh\nBUG: total does not add\n",
+            refuse_jobs: false,
+        })
+        .await;
+        let archive = archive(folder.path());
+        let evidence = run(&backend, &archive).await.unwrap();
+        assert_eq!(evidence.exit_code, Some(1));
+        assert_eq!(evidence.stopped_by, None);
+        assert!(
+            evidence.output.contains("BUG: total does not add"),
+            "{evidence:?}"
+        );
+
+        let requests = cluster.requests.lock().unwrap().clone();
+        let calls: Vec<String> = requests
+            .iter()
+            .map(|(method, path, _)| format!("{method} {}", path.split('?').next().unwrap()))
+            .collect();
+        let namespace = requests[0].2["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            namespace.starts_with("deep-review-verify-20261203-101-"),
+            "{namespace}"
+        );
+        let scoped = |kind: &str| format!("/namespaces/{namespace}/{kind}");
+        let expected = [
+            "POST /api/v1/namespaces".to_string(),
+            format!(
+                "POST /apis/networking.k8s.io/v1{}",
+                scoped("networkpolicies")
+            ),
+            format!("POST /api/v1{}", scoped("serviceaccounts")),
+            format!("POST /apis/rbac.authorization.k8s.io/v1{}", scoped("roles")),
+            format!(
+                "POST /apis/rbac.authorization.k8s.io/v1{}",
+                scoped("rolebindings")
+            ),
+            format!("POST /api/v1{}", scoped("configmaps")),
+            format!("POST /apis/batch/v1{}", scoped("jobs")),
+            format!("GET /apis/batch/v1{}", scoped("jobs")),
+            format!("GET /api/v1{}", scoped("pods")),
+            format!("GET /api/v1{}/verification-x7k2p/log", scoped("pods")),
+            format!("DELETE /api/v1/namespaces/{namespace}"),
+        ];
+        assert_eq!(calls, expected);
+        let body = |index: usize| &requests[index].2;
+        assert_eq!(
+            body(0)["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "deep-review"
+        );
+        // No network: a policy selecting every pod, with no rule allowing anything.
+        assert_eq!(body(1)["spec"]["podSelector"], json!({}));
+        assert_eq!(body(1)["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        assert!(
+            body(1)["spec"].get("egress").is_none() && body(1)["spec"].get("ingress").is_none()
+        );
+        assert_eq!(body(2)["automountServiceAccountToken"], false);
+        assert_eq!(
+            body(3)["rules"][0]["verbs"],
+            json!(["get", "list", "watch"])
+        );
+        assert_eq!(body(4)["subjects"][0]["namespace"], namespace.as_str());
+        // The source: the archive as sent, and the proposed test.
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(body(5)["binaryData"]["head.tar.gz"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(sent, std::fs::read(&archive).unwrap());
+        assert_eq!(body(5)["data"]["reproduction"], "echo BUG\n");
+        let pod = &body(6)["spec"]["template"]["spec"];
+        assert_eq!(body(6)["spec"]["activeDeadlineSeconds"], 120);
+        assert_eq!(body(6)["spec"]["backoffLimit"], 0);
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let container = &pod["containers"][0];
+        assert_eq!(container["image"], "registry.example.com/checks:1");
+        assert_eq!(container["resources"]["limits"]["memory"], "512Mi");
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            container["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"])
+        );
+        assert!(container["command"][2]
+            .as_str()
+            .unwrap()
+            .ends_with("exec 2>&1\nsh check.sh"));
+        assert!(container["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "REPRODUCTION_PATH", "value": "tests/total_adds.sh"})));
+        // The watch starts from the Job's version, on the Job alone.
+        assert!(
+            requests[7].1.contains("resourceVersion=5")
+                && requests[7].1.contains("metadata.name%3Dverification"),
+            "{}",
+            requests[7].1
+        );
+        assert!(
+            requests[8]
+                .1
+                .contains("labelSelector=job-name%3Dverification"),
+            "{}",
+            requests[8].1
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_that_stop_a_check_prove_nothing_and_the_namespace_goes_anyway() {
+        let (_, backend, folder) = cluster(Ending {
+            condition: ("Failed", "DeadlineExceeded"),
+            terminated: None,
+            log: "",
+            refuse_jobs: false,
+        })
+        .await;
+        let archive = archive(folder.path());
+        let evidence = run(&backend, &archive).await.unwrap();
+        assert_eq!(evidence.exit_code, None);
+        assert_eq!(evidence.stopped_by.as_deref(), Some("the 2m time limit"));
+
+        let (_, backend, folder) = cluster(Ending {
+            condition: ("Failed", "BackoffLimitExceeded"),
+            terminated: failed_with(137, "OOMKilled"),
+            log: "Killed",
+            refuse_jobs: false,
+        })
+        .await;
+        let archive = super::tests::archive(folder.path());
+        let evidence = run(&backend, &archive).await.unwrap();
+        assert_eq!(
+            evidence.stopped_by.as_deref(),
+            Some("the 512Mi memory limit")
+        );
+
+        let (cluster, backend, folder) = cluster(Ending {
+            condition: ("Complete", ""),
+            terminated: None,
+            log: "",
+            refuse_jobs: true,
+        })
+        .await;
+        let archive = super::tests::archive(folder.path());
+        let error = run(&backend, &archive).await.unwrap_err().to_string();
+        assert!(
+            error.contains("could not create the Job") && error.contains("quota exceeded"),
+            "{error}"
+        );
+        let requests = cluster.requests.lock().unwrap();
+        assert_eq!(
+            requests.last().unwrap().0,
+            Method::DELETE,
+            "the namespace is deleted after a failure too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_and_a_too_large_repository_are_named() {
+        let (cluster, backend, folder) = cluster(Ending {
+            condition: ("Complete", ""),
+            terminated: failed_with(0, "Completed"),
+            log: "ok",
+            refuse_jobs: false,
+        })
+        .await;
+        let large = folder.path().join("large.tar.gz");
+        std::fs::write(&large, vec![7u8; ARCHIVE_LIMIT_BYTES + 1]).unwrap();
+        let error = run(&backend, &large).await.unwrap_err().to_string();
+        assert!(
+            error.contains("more than the 900 KiB a ConfigMap can carry"),
+            "{error}"
+        );
+        assert!(
+            cluster.requests.lock().unwrap().is_empty(),
+            "refused before any call"
+        );
+
+        let kubeconfig = folder.path().join("kubeconfig");
+        let text = std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(TOKEN, "wrong");
+        std::fs::write(&kubeconfig, text).unwrap();
+        let backend = KubernetesBackend::from_settings(&KubernetesSettings {
+            image: "i".to_string(),
+            kubeconfig: Some(kubeconfig),
+            ..KubernetesSettings::default()
+        })
+        .unwrap();
+        let archive = archive(folder.path());
+        let error = run(&backend, &archive).await.unwrap_err().to_string();
+        assert!(
+            error.contains("could not create the run's namespace"),
+            "{error}"
+        );
+        assert!(
+            KubernetesBackend::from_settings(&KubernetesSettings::default())
+                .err()
+                .is_some_and(|error| error.to_string().contains("kubernetes.image is empty"))
+        );
+    }
+}
