@@ -537,7 +537,7 @@ runner = "anthropic"
 model = "claude-sonnet-4-5"
 base_url = "{url}"
 api_key_env = "TEAM_ANTHROPIC_KEY"
-prompt_tokens = 3750
+prompt_tokens = 4100
 timeout = "1m"
 
 [[agents]]

@@ -115,6 +115,11 @@ const WORKER_OWNED_FIELDS: [&str; 12] = [
     "omitted_files",
 ];
 
+/// Fields of a finding's [`Verification`] that only deep-review's own verification runs
+/// fill in: an agent reports a check it made by command, output and outcome.
+const WORKER_OWNED_VERIFICATION_FIELDS: [&str; 4] =
+    ["reason", "exit_code", "duration_ms", "sandbox"];
+
 /// The JSON Schema of what a model answers: an [`AgentResult`] without the fields the
 /// worker fills in, with every definition inlined (some providers' tool schemas cannot
 /// follow `$ref`).
@@ -133,6 +138,35 @@ pub fn agent_answer_schema() -> serde_json::Value {
         {
             for field in WORKER_OWNED_FIELDS {
                 properties.remove(field);
+            }
+            let verification = properties
+                .get_mut("findings")
+                .and_then(|findings| findings.pointer_mut("/items/properties/verification"));
+            // `Option<Verification>` inlines as `anyOf: [{…}, {type: null}]` or a plain
+            // object, depending on schemars' settings: strip both shapes.
+            if let Some(verification) = verification {
+                let shapes: Vec<&mut serde_json::Value> = if verification
+                    .get("anyOf")
+                    .is_some_and(serde_json::Value::is_array)
+                {
+                    verification
+                        .get_mut("anyOf")
+                        .and_then(|any| any.as_array_mut())
+                        .map(|any| any.iter_mut().collect())
+                        .unwrap_or_default()
+                } else {
+                    vec![verification]
+                };
+                for shape in shapes {
+                    if let Some(fields) = shape
+                        .get_mut("properties")
+                        .and_then(|fields| fields.as_object_mut())
+                    {
+                        for field in WORKER_OWNED_VERIFICATION_FIELDS {
+                            fields.remove(field);
+                        }
+                    }
+                }
             }
         }
         if let Some(required) = object
