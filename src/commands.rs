@@ -216,17 +216,7 @@ async fn apply_repository_config(
     };
     match repository_config::parse(&text) {
         Ok(config) => {
-            let applied = repository_config::apply(&config, &settings.agents, &limits);
-            if request.agents.is_empty() {
-                request.agents = applied
-                    .agents
-                    .iter()
-                    .map(|agent| agent.name.clone())
-                    .collect();
-            }
-            request.policy = applied.policy;
-            request.daily_usd_limit = applied.daily_usd_limit;
-            request.notices.extend(applied.notices);
+            repository_config::apply(&config, &settings.agents, &limits).apply_to(request)
         }
         Err(error) => request.notices.push(format!(
             "{error} (at the base revision). The operator's configuration applied instead."

@@ -218,19 +218,8 @@ pub async fn pull_request(
             None => {}
             Some(text) => match repository_config::parse(&text) {
                 Ok(config) => {
-                    let applied = repository_config::apply(
-                        &config,
-                        operator_agents,
-                        &settings.repository_config,
-                    );
-                    request.agents = applied
-                        .agents
-                        .iter()
-                        .map(|agent| agent.name.clone())
-                        .collect();
-                    request.policy = applied.policy;
-                    request.daily_usd_limit = applied.daily_usd_limit;
-                    request.notices.extend(applied.notices);
+                    repository_config::apply(&config, operator_agents, &settings.repository_config)
+                        .apply_to(&mut request)
                 }
                 Err(error) => request.notices.push(format!(
                     "{error}. The operator's configuration applied instead."

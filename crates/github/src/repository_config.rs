@@ -49,6 +49,19 @@ pub struct AppliedConfig {
     pub notices: Vec<String>,
 }
 
+impl AppliedConfig {
+    /// Puts what was applied into `request`: the line-up (unless the requester already
+    /// named agents), the policy, the daily limit and the notices.
+    pub fn apply_to(self, request: &mut deep_review_protocol::ReviewRequest) {
+        if request.agents.is_empty() {
+            request.agents = self.agents.into_iter().map(|agent| agent.name).collect();
+        }
+        request.policy = self.policy;
+        request.daily_usd_limit = self.daily_usd_limit;
+        request.notices.extend(self.notices);
+    }
+}
+
 /// Parses `.deep-review.toml`; the error names the file and the problem.
 pub fn parse(text: &str) -> Result<RepositoryConfig, String> {
     toml::from_str(text).map_err(|error| format!("{FILE_NAME} is invalid: {error}"))

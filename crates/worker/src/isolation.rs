@@ -277,13 +277,7 @@ pub(crate) fn wrap(
             .into_iter()
             .map(str::to_string)
             .collect();
-            let mut mount = |operation: &str, path: &Path| {
-                let path = path.display().to_string();
-                wrapped.extend([operation.to_string(), path.clone()]);
-                if operation != "--tmpfs" {
-                    wrapped.push(path);
-                }
-            };
+            let mut mount = |operation: &str, path: &Path| mount(&mut wrapped, operation, path);
             // Later mounts go on top of earlier ones: first empty the hidden folders,
             // then mount back what the agent needs.
             for folder in hidden_folders() {
@@ -320,6 +314,15 @@ pub(crate) fn wrap(
     }
 }
 
+/// Adds a bubblewrap mount of `path` at the same place (`--tmpfs` takes the path once).
+fn mount(arguments: &mut Vec<String>, operation: &str, path: &Path) {
+    let path = path.display().to_string();
+    arguments.extend([operation.to_string(), path.clone()]);
+    if operation != "--tmpfs" {
+        arguments.push(path);
+    }
+}
+
 /// The bubblewrap arguments that run `sh -c script` as a verification: like an agent's
 /// sandbox, but with every namespace unshared (no network, no view of the host's
 /// processes or IPC), nothing of the worker mounted back but `PATH` folders and the
@@ -349,13 +352,7 @@ pub(crate) fn verification_sandbox(
     .into_iter()
     .map(str::to_string)
     .collect();
-    let mut mount = |operation: &str, path: &Path| {
-        let path = path.display().to_string();
-        arguments.extend([operation.to_string(), path.clone()]);
-        if operation != "--tmpfs" {
-            arguments.push(path);
-        }
-    };
+    let mut mount = |operation: &str, path: &Path| mount(&mut arguments, operation, path);
     for folder in &hidden {
         mount("--tmpfs", folder);
     }

@@ -144,6 +144,16 @@ struct Fixture {
     head: String,
 }
 
+fn head_of(root: &Path) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
 fn fixture() -> Fixture {
     let directory = tempfile::tempdir().unwrap();
     let root = directory.path().to_path_buf();
@@ -156,18 +166,7 @@ fn fixture() -> Fixture {
     .unwrap();
     git(&root, &["add", "."]);
     git(&root, &["commit", "-q", "-m", "base"]);
-    let base = String::from_utf8(
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
+    let base = head_of(&root);
     // The check runs every `tests/*.sh`, so a proposed test joins it by its path.
     std::fs::write(
         root.join("check.sh"),
@@ -178,18 +177,7 @@ fn fixture() -> Fixture {
     std::fs::write(root.join("tests/existing.sh"), "true\n").unwrap();
     git(&root, &["add", "."]);
     git(&root, &["commit", "-q", "-m", "head"]);
-    let head = String::from_utf8(
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
+    let head = head_of(&root);
     Fixture {
         _directory: directory,
         root,
