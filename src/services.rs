@@ -464,7 +464,7 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
     // Last, so a report is only visible to clients once it is everywhere else.
     publishers.push(Arc::new(StorePublisher::new(Arc::clone(&store))));
     let consolidator = Consolidator::new(
-        store,
+        Arc::clone(&store),
         publishers,
         ConsolidatorSettings {
             consolidation: settings.consolidation.clone(),
@@ -473,7 +473,18 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
             concurrency: settings.distributed.consolidation_concurrency,
         },
     )
-    .with_metrics(metrics);
+    .with_metrics(Arc::clone(&metrics));
+    // Stopped with the consolidator, whether by a signal or because it failed.
+    let gauges_stop = shutdown.child_token();
+    let gauges = tokio::spawn(deep_review_consolidator::run_quality_gauges(
+        Arc::clone(&store),
+        metrics,
+        deep_review_consolidator::QualityGaugeSettings {
+            window: settings.distributed.agent_quality_window,
+            refresh: settings.distributed.agent_quality_refresh,
+        },
+        gauges_stop.clone(),
+    ));
     let consolidator = match crate::embedded::narrator(settings)? {
         Some(narrator) => consolidator.with_narrator(narrator),
         None => consolidator,
@@ -483,6 +494,8 @@ pub async fn consolidator(settings: &Settings) -> anyhow::Result<ExitCode> {
         .run(shutdown, None)
         .await
         .context("the consolidator stopped");
+    gauges_stop.cancel();
+    let _stopped = gauges.await;
     telemetry_stop.cancel();
     let _stopped = telemetry.await;
     outcome?;

@@ -129,10 +129,23 @@ pub struct BudgetSettings {
     pub fallback_agents: Vec<String>,
 }
 
+/// `[lineup_policy] action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineupActionSetting {
+    /// The agent does not run in the repository's reviews.
+    LeaveOut,
+    /// The agent runs, its findings advisory.
+    Demote,
+}
+
 /// `[lineup_policy]`: no bound is set by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LineupPolicySettings {
+    /// What happens to an agent that breaks a bound: `leave_out` (it does not run in the
+    /// repository's reviews) or `demote` (it runs, its findings advisory).
+    pub action: LineupActionSetting,
     /// Reviews of the repository an agent needs in the window before it is judged.
     pub min_reviews: usize,
     /// How far back its record goes.
@@ -150,6 +163,7 @@ impl Default for LineupPolicySettings {
     fn default() -> Self {
         let policy = deep_review_scheduler::LineupPolicy::default();
         LineupPolicySettings {
+            action: LineupActionSetting::LeaveOut,
             min_reviews: policy.min_reviews,
             window: policy.window,
             max_failure_rate: None,
@@ -163,6 +177,10 @@ impl LineupPolicySettings {
     /// The scheduler's policy.
     pub fn policy(&self) -> deep_review_scheduler::LineupPolicy {
         deep_review_scheduler::LineupPolicy {
+            action: match self.action {
+                LineupActionSetting::LeaveOut => deep_review_scheduler::LineupAction::LeaveOut,
+                LineupActionSetting::Demote => deep_review_scheduler::LineupAction::Demote,
+            },
             min_reviews: self.min_reviews,
             window: self.window,
             max_failure_rate: self.max_failure_rate,
@@ -230,6 +248,15 @@ pub struct DistributedSettings {
     pub sweep_interval: Duration,
     /// Reviews one consolidator builds and publishes at once.
     pub consolidation_concurrency: usize,
+    /// How far back the consolidator's agent-quality gauges
+    /// (`deep_review_agent_*_ratio`, cost per confirmed finding) look in the agent ledger;
+    /// whole UTC days.
+    #[serde(with = "humantime_serde")]
+    pub agent_quality_window: Duration,
+    /// How often the consolidator reads the ledger again for those gauges (only what was
+    /// recorded since the last read).
+    #[serde(with = "humantime_serde")]
+    pub agent_quality_refresh: Duration,
     /// How long a stopping worker lets in-flight agents finish before leaving them to be
     /// redelivered.
     #[serde(with = "humantime_serde")]
@@ -264,6 +291,8 @@ impl Default for DistributedSettings {
             consolidation_lease: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(1),
             consolidation_concurrency: 16,
+            agent_quality_window: Duration::from_secs(30 * 24 * 3600),
+            agent_quality_refresh: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(10),
         }

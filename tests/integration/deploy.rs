@@ -45,6 +45,17 @@ fn exported() -> BTreeSet<String> {
         .agent_quality_total
         .with_label_values(&["a", "findings"])
         .inc();
+    // A gauge vector shows only once a series is set.
+    let quality = &metrics.agent_quality;
+    for gauge in [
+        &quality.reviews,
+        &quality.unique_insight_ratio,
+        &quality.false_positive_ratio,
+        &quality.failure_ratio,
+        &quality.cost_per_confirmed_usd,
+    ] {
+        gauge.with_label_values(&["a", "builtin", ""]).set(1.0);
+    }
     let mut names = BTreeSet::new();
     for line in metrics.render().lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -433,7 +433,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_and_health_move_as_reviews_run() {
-    let mut cluster = Cluster::new("", "");
+    let mut cluster = Cluster::new("", "agent_quality_refresh = \"1s\"\n");
     cluster.start("scheduler");
     let worker = cluster.start("worker");
     let consolidator = cluster.start("consolidator");
@@ -519,6 +519,43 @@ async fn metrics_and_health_move_as_reviews_run() {
     assert!(
         !consolidator_metrics.contains(&report.review_id),
         "no review id in labels"
+    );
+    // The quality gauges come from the ledger in Redis at the next refresh.
+    let builtin = "{agent=\"builtin\",model=\"\",runner=\"builtin\"}";
+    let mut gauges = String::new();
+    for _ in 0..50 {
+        gauges = scrape(consolidator_port).await;
+        if sample(&gauges, &format!("deep_review_agent_window_reviews{builtin}")) == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        sample(&gauges, &format!("deep_review_agent_window_reviews{builtin}")),
+        Some(2.0),
+        "{gauges}"
+    );
+    assert_eq!(
+        sample(&gauges, &format!("deep_review_agent_failure_ratio{builtin}")),
+        Some(0.0)
+    );
+    // One agent: every finding is its alone.
+    let expected_unique = if report.findings.is_empty() { 0.0 } else { 1.0 };
+    assert_eq!(
+        sample(
+            &gauges,
+            &format!("deep_review_agent_unique_insight_ratio{builtin}")
+        ),
+        Some(expected_unique),
+        "{gauges}"
+    );
+    assert_eq!(
+        sample(
+            &gauges,
+            &format!("deep_review_agent_cost_per_confirmed_finding_usd{builtin}")
+        ),
+        None,
+        "nothing confirmed, no cost per confirmed finding"
     );
     // Service logs are JSON lines naming the review and agent of their span.
     let logs = cluster.logs();

@@ -456,6 +456,97 @@ fn embedded_reviews_build_up_the_agent_ledger() {
     );
 }
 
+/// Writes twenty ledger entries of `agent` in `repository`, each a run that ended `status`
+/// with two findings, `false_positives` of them wrong.
+fn write_ledger(
+    ledger: &std::path::Path,
+    repository: &str,
+    agent: &str,
+    status: &str,
+    false_positives: usize,
+) {
+    let lines: String = (0..20)
+        .map(|index| {
+            let entry = serde_json::json!({
+                "review_id": format!("r-{index}"),
+                "recorded_at": chrono::Utc::now().to_rfc3339(),
+                "repository": repository,
+                "agent": agent,
+                "runner": "command",
+                "status": status,
+                "findings": {"critical": 0, "important": 2 * usize::from(status == "completed"), "suggestion": 0},
+                "unique_insights": 0, "confirmed": 0, "false_positives": false_positives,
+                "coverage_misses": 0, "input_tokens": 0, "output_tokens": 0,
+                "duration_ms": 10,
+            });
+            format!("{entry}\n")
+        })
+        .collect();
+    std::fs::write(ledger, lines).unwrap();
+}
+
+/// With `action = "demote"`, an agent whose findings keep being wrong in a repository still
+/// runs there, but its severity votes do not count and what only it reports cannot block.
+#[test]
+fn the_lineup_policy_can_demote_an_agent_instead_of_leaving_it_out() {
+    let directory = tempfile::tempdir().unwrap();
+    let ledger = directory.path().join("ledger.jsonl");
+    // Twenty reviews of `noisy` in acme/shop, each with both of its findings wrong.
+    write_ledger(&ledger, "acme/shop", "noisy", "completed", 2);
+    let config = directory.path().join("deep-review.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[agents]]\nname = \"builtin\"\nrunner = \"builtin\"\n\n[[agents]]\nname = \"noisy\"\nrunner = \"command\"\ncommand = [\"{}\"]\n\n\
+             [lineup_policy]\naction = \"demote\"\nmin_reviews = 10\nmax_false_positive_rate = 0.5\n",
+            crate::util::fixture("agents/good-agent.sh").display(),
+        ),
+    )
+    .unwrap();
+    let out = directory.path().join("shop");
+    let (_repository, output) = review_known_problems(
+        &out,
+        &["--config", config.to_str().unwrap()],
+        &["--repository", "acme/shop", "--quiet"],
+        &[("DEEP_REVIEW_REVIEW__LEDGER_FILE", ledger.to_str().unwrap())],
+    );
+    expect_success(&output);
+    let report = read_report(&out);
+    assert_eq!(report.retro.len(), 2, "a demoted agent still runs");
+    assert!(
+        report.notices.iter().any(|notice| notice
+            .contains("noisy's findings are advisory in this review of acme/shop")
+            && notice.contains("100% of its findings were false positives")),
+        "{:?}",
+        report.notices
+    );
+    // Its Critical agrees with the builtin reviewer, whose own rating decides.
+    let builtin_rating = report
+        .appendix
+        .iter()
+        .find(|result| result.agent == "builtin")
+        .and_then(|result| {
+            result.findings.iter().find(|finding| {
+                finding
+                    .locations
+                    .iter()
+                    .any(|location| location.path == "app/service.py" && location.start_line == Some(8))
+            })
+        })
+        .map(|finding| finding.severity)
+        .expect("the builtin reviewer reports the swallowed error");
+    let shared = report
+        .findings
+        .iter()
+        .find(|finding| finding.agents.len() == 2)
+        .unwrap_or_else(|| panic!("one finding of both: {:#?}", report.findings));
+    assert_eq!(shared.severity, builtin_rating, "{:?}", shared.severity_note);
+    // What only it reported can at most suggest.
+    for finding in report.findings.iter().filter(|finding| finding.agents == ["noisy"]) {
+        assert_eq!(finding.severity, deep_review_protocol::Severity::Suggestion);
+    }
+}
+
 /// With a line-up policy, an agent whose record in the repository breaks a bound is left
 /// out of its reviews, and the report says why; other repositories still get it.
 #[test]
@@ -463,24 +554,7 @@ fn the_lineup_policy_leaves_out_an_agent_that_keeps_failing_in_a_repository() {
     let directory = tempfile::tempdir().unwrap();
     let ledger = directory.path().join("ledger.jsonl");
     // Twenty failed runs of `flaky` in acme/shop, none elsewhere.
-    let lines: String = (0..20)
-        .map(|index| {
-            let entry = serde_json::json!({
-                "review_id": format!("r-{index}"),
-                "recorded_at": chrono::Utc::now().to_rfc3339(),
-                "repository": "acme/shop",
-                "agent": "flaky",
-                "runner": "command",
-                "status": "failed",
-                "findings": {"critical": 0, "important": 0, "suggestion": 0},
-                "unique_insights": 0, "confirmed": 0, "false_positives": 0,
-                "coverage_misses": 0, "input_tokens": 0, "output_tokens": 0,
-                "duration_ms": 10,
-            });
-            format!("{entry}\n")
-        })
-        .collect();
-    std::fs::write(&ledger, lines).unwrap();
+    write_ledger(&ledger, "acme/shop", "flaky", "failed", 0);
     let config = directory.path().join("deep-review.toml");
     std::fs::write(
         &config,

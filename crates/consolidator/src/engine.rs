@@ -131,6 +131,16 @@ pub fn consolidate(
             (agent.name.clone(), family)
         })
         .collect();
+    let advisory_of: HashMap<String, String> = job
+        .agents
+        .iter()
+        .filter_map(|agent| {
+            agent
+                .advisory
+                .clone()
+                .map(|reason| (agent.name.clone(), reason))
+        })
+        .collect();
     let display_of = |agent: &str| -> String {
         job.agents
             .iter()
@@ -169,7 +179,12 @@ pub fn consolidate(
     let mut pending_reconciliations: Vec<(usize, Reconciliation)> = Vec::new();
     for group in groups {
         let members: Vec<&Item> = group.members.iter().map(|&index| &items[index]).collect();
-        match reconcile(&members, group.evidence, settings, &family_of, &display_of) {
+        let line_up = LineUp {
+            family_of: &family_of,
+            advisory_of: &advisory_of,
+            display_of: &display_of,
+        };
+        match reconcile(&members, group.evidence, settings, &line_up) {
             Outcome::Kept(finding, reconciliations, dropped) => {
                 let position = findings.len();
                 findings.push(*finding);
@@ -404,13 +419,23 @@ enum Outcome {
     Dropped(Vec<DroppedFinding>, Vec<Reconciliation>),
 }
 
+/// What reconciliation needs to know of the line-up.
+struct LineUp<'a> {
+    /// Each agent's family (itself when it has none).
+    family_of: &'a HashMap<String, String>,
+    /// The advisory agents, with why they are.
+    advisory_of: &'a HashMap<String, String>,
+    /// How the report names an agent.
+    display_of: &'a dyn Fn(&str) -> String,
+}
+
 fn reconcile(
     members: &[&Item],
     grouping: Vec<GroupingEvidence>,
     settings: &ConsolidationSettings,
-    family_of: &HashMap<String, String>,
-    display_of: &dyn Fn(&str) -> String,
+    line_up: &LineUp<'_>,
 ) -> Outcome {
+    let (family_of, display_of) = (line_up.family_of, line_up.display_of);
     // A refutation is the refuting agent's own evidence against its own report: it drops
     // that agent's opinion, never another agent's. Only when every report was refuted by
     // its own agent is the problem gone.
@@ -493,9 +518,22 @@ fn reconcile(
             .is_some_and(|verification| verification.outcome == VerificationOutcome::Confirmed)
     });
 
+    // Advisory agents vote only where nobody else reported the problem.
+    let counting: Vec<&Item> = members
+        .iter()
+        .copied()
+        .filter(|item| !line_up.advisory_of.contains_key(&item.agent))
+        .collect();
+    let only_advisory = counting.is_empty();
+    let voters: &[&Item] = if only_advisory { members } else { &counting };
+    let not_counted: Vec<String> = members
+        .iter()
+        .filter(|item| !only_advisory && line_up.advisory_of.contains_key(&item.agent))
+        .map(|item| display_of(&item.agent))
+        .collect();
     // Majority vote; a tie goes to the lower severity.
     let mut votes: BTreeMap<Severity, usize> = BTreeMap::new();
-    for item in members {
+    for item in voters {
         *votes.entry(item.finding.severity).or_insert(0) += 1;
     }
     let top = votes.values().copied().max().unwrap_or(0);
@@ -505,8 +543,15 @@ fn reconcile(
         .map(|(severity, _)| *severity)
         .collect();
     let mut severity = tied.first().copied().unwrap_or(Severity::Suggestion);
-    let mut because = if members.len() == 1 {
+    let mut because = if voters.len() == 1 && not_counted.is_empty() {
         String::new()
+    } else if voters.len() == 1 {
+        format!(
+            "{} rated it {}, and {} is advisory here, so its rating does not count",
+            display_of(&voters[0].agent),
+            severity.label(),
+            join_names(&not_counted)
+        )
     } else if tied.len() > 1 {
         format!(
             "the agents split evenly between {}, and a tie goes to the lower severity",
@@ -517,9 +562,17 @@ fn reconcile(
                 .join(" and ")
         )
     } else {
+        let advisory = if not_counted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} advisory here, not counted)",
+                join_names(&not_counted)
+            )
+        };
         format!(
-            "{top} of {} agents rated it {}",
-            members.len(),
+            "{top} of {} agents rated it {}{advisory}",
+            voters.len(),
             severity.label()
         )
     };
@@ -554,6 +607,34 @@ fn reconcile(
                     .to_string()
             };
         }
+    }
+    // Only deep-review's own run, not an agent's word, lifts an advisory finding.
+    let confirmed_by_run = members.iter().any(|item| {
+        item.finding.verification.as_ref().is_some_and(|verification| {
+            verification.outcome == VerificationOutcome::Confirmed
+                && verification.sandbox.is_some()
+        })
+    });
+    if only_advisory && severity > Severity::Suggestion && !confirmed_by_run {
+        severity = Severity::Suggestion;
+        let reasons: Vec<String> = members
+            .iter()
+            .filter_map(|item| line_up.advisory_of.get(&item.agent))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let names: Vec<String> = members
+            .iter()
+            .map(|item| display_of(&item.agent))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        because = format!(
+            "only {} reported it, whose findings are advisory here ({}), so it stays a Suggestion unless verification confirms it",
+            join_names(&names),
+            reasons.join("; ")
+        );
     }
     let all_in_tests = members.iter().all(|item| {
         !item.finding.locations.is_empty()
@@ -1111,7 +1192,7 @@ fn merge_notes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deep_review_protocol::{ReviewJob, Source, Verification};
+    use deep_review_protocol::{AgentSpec, ReviewJob, Source, Verification};
 
     fn manifest(agents: &[&str]) -> ReviewManifest {
         let now = Utc::now();
@@ -1408,6 +1489,86 @@ mod tests {
         assert_eq!(report.verdict.verdict, Verdict::Merge);
     }
 
+    fn run_with_advisory(results: Vec<AgentResult>, advisory: &str) -> Report {
+        let names: Vec<String> = results.iter().map(|result| result.agent.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut manifest = manifest(&names);
+        manifest.job.agents = names
+            .iter()
+            .map(|name| AgentSpec {
+                advisory: (*name == advisory)
+                    .then(|| "the line-up policy demoted it in acme/api: 60% false positives".into()),
+                ..AgentSpec::new(*name, deep_review_protocol::RunnerKind::Builtin)
+            })
+            .collect();
+        consolidate(
+            &manifest,
+            results,
+            &ConsolidationSettings::default(),
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn an_advisory_agent_neither_blocks_alone_nor_outvotes_others() {
+        // Alone, its Critical stays a Suggestion and the review can merge.
+        let report = run_with_advisory(
+            vec![
+                result(
+                    "noisy",
+                    vec![finding(Severity::Critical, "Race in cache", "src/cache.rs", 7)],
+                ),
+                result("careful", vec![]),
+            ],
+            "noisy",
+        );
+        assert_eq!(report.findings[0].severity, Severity::Suggestion);
+        let note = report.findings[0].severity_note.clone().unwrap_or_default();
+        assert!(
+            note.contains("advisory here") && note.contains("60% false positives"),
+            "{note}"
+        );
+        assert_eq!(report.verdict.verdict, Verdict::Merge);
+        assert_eq!(report.reconciliations[0].to, Some(Severity::Suggestion));
+
+        // With another agent on the same problem, only the other's rating counts.
+        let report = run_with_advisory(
+            vec![
+                result(
+                    "noisy",
+                    vec![finding(Severity::Critical, "Race in cache", "src/cache.rs", 7)],
+                ),
+                result(
+                    "careful",
+                    vec![finding(Severity::Important, "Race in the cache", "src/cache.rs", 7)],
+                ),
+            ],
+            "noisy",
+        );
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        assert_eq!(report.findings[0].severity, Severity::Important);
+        assert_eq!(report.findings[0].agents.len(), 2, "its agreement still shows");
+        let note = report.findings[0].severity_note.clone().unwrap_or_default();
+        assert!(note.contains("advisory here, so its rating does not count"), "{note}");
+
+        // deep-review's own confirmation lifts the cap; an agent's own claim does not.
+        let mut claimed = finding(Severity::Critical, "Race in cache", "src/cache.rs", 7);
+        claimed.verification = Some(Verification::by_agent(
+            "cargo test cache",
+            "failed",
+            VerificationOutcome::Confirmed,
+        ));
+        let report = run_with_advisory(vec![result("noisy", vec![claimed.clone()])], "noisy");
+        assert_eq!(report.findings[0].severity, Severity::Suggestion);
+        claimed.verification = Some(Verification {
+            sandbox: Some("local".into()),
+            exit_code: Some(1),
+            ..Verification::by_agent("cargo test cache", "failed", VerificationOutcome::Confirmed)
+        });
+        let report = run_with_advisory(vec![result("noisy", vec![claimed])], "noisy");
+        assert_eq!(report.findings[0].severity, Severity::Critical);
+    }
+
     #[test]
     fn findings_only_in_test_code_drop_one_level() {
         let report = run(vec![result(
@@ -1548,7 +1709,7 @@ mod tests {
     fn one_family_counts_as_one_opinion_when_configured() {
         let mut line_up = manifest(&["opus", "sonnet", "gpt"]);
         for (name, family) in [("opus", "claude"), ("sonnet", "claude"), ("gpt", "openai")] {
-            line_up.job.agents.push(deep_review_protocol::AgentSpec {
+            line_up.job.agents.push(AgentSpec {
                 timeout: std::time::Duration::from_secs(60),
                 command: vec!["x".into()],
                 family: Some(family.to_string()),

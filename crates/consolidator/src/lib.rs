@@ -6,6 +6,7 @@ pub mod evaluation;
 mod grouping;
 mod narrate;
 mod publish;
+mod quality;
 pub mod render;
 mod service;
 mod similarity;
@@ -16,6 +17,7 @@ pub use narrate::{narrate, Narration, Narrator};
 pub use publish::{
     safe_file_name, FilesPublisher, OutputFormat, PublishError, Publisher, StorePublisher,
 };
+pub use quality::{run_quality_gauges, QualityGaugeSettings, QualityWindow};
 pub use service::{Consolidator, ConsolidatorError, ConsolidatorSettings};
 
 /// FNV-1a: stable across runs and platforms, so groupings and file names never depend on a

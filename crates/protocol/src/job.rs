@@ -129,6 +129,13 @@ pub struct AgentSpec {
     /// beyond it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u64>,
+    /// Why this agent's findings are advisory, when they are: the line-up policy demoted
+    /// it in this repository, or the operator runs it on trial. It runs and is recorded as
+    /// usual, so its record can recover; but where others reported the same problem its
+    /// severity vote does not count, and a problem only advisory agents reported stays a
+    /// Suggestion unless deep-review's own verification confirmed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advisory: Option<String>,
 }
 
 fn default_agent_timeout() -> Duration {
@@ -153,6 +160,7 @@ impl AgentSpec {
             max_turns: None,
             max_tokens: None,
             prompt_tokens: None,
+            advisory: None,
         }
     }
 

@@ -57,10 +57,12 @@ pub struct SchedulerSettings {
 }
 
 /// Bounds on an agent's record in one repository over a window of its reviews: an agent
-/// that breaks one is left out of that repository's reviews, and the report says why. No
-/// bound is set by default.
+/// that breaks one is left out of that repository's reviews or demoted in them (its
+/// findings advisory), and the report says why. No bound is set by default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineupPolicy {
+    /// What happens to an agent that breaks a bound.
+    pub action: LineupAction,
     /// Reviews of the repository an agent needs in the window before it is judged.
     pub min_reviews: usize,
     /// How far back the record goes.
@@ -73,9 +75,22 @@ pub struct LineupPolicy {
     pub min_unique_insight_rate: Option<f64>,
 }
 
+/// What the line-up policy does to an agent whose record breaks a bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LineupAction {
+    /// It does not run in the repository's reviews: no cost, but no new record either,
+    /// until its old reviews age out of the window.
+    #[default]
+    LeaveOut,
+    /// It runs with advisory findings (see [`AgentSpec::advisory`]): it still costs, and
+    /// its record keeps being measured, so it comes back once it does better.
+    Demote,
+}
+
 impl Default for LineupPolicy {
     fn default() -> Self {
         LineupPolicy {
+            action: LineupAction::default(),
             min_reviews: 20,
             window: Duration::from_secs(30 * 24 * 3600),
             max_failure_rate: None,
@@ -264,8 +279,9 @@ fn earlier_finding(finding: &deep_review_protocol::ConsolidatedFinding) -> Strin
 }
 
 impl Scheduler {
-    /// Leaves out of `job` the agents whose record in its repository breaks the line-up
-    /// policy, naming each and why in the report; never the whole line-up.
+    /// Leaves out of `job`, or demotes in it, the agents whose record in its repository
+    /// breaks the line-up policy, naming each and why in the report; never every agent
+    /// whose findings count.
     async fn apply_lineup_policy(&self, job: &mut ReviewJob) -> Result<(), SchedulerError> {
         let policy = &self.settings.lineup_policy;
         let Some(repository) = job.pull_request.repository.clone() else {
@@ -280,7 +296,7 @@ impl Scheduler {
             .checked_sub_signed(window)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let entries = self.store.ledger(since, Some(&repository)).await?;
-        let mut left_out = Vec::new();
+        let mut breaking = Vec::new();
         for agent in &job.agents {
             // One record per agent name, whichever models it ran.
             let mut record = deep_review_protocol::AgentStats::default();
@@ -288,27 +304,63 @@ impl Scheduler {
                 record.add(entry);
             }
             if let Some(reason) = policy.breach(&record) {
-                left_out.push((agent.name.clone(), reason));
+                breaking.push((agent.name.clone(), reason));
             }
         }
-        if left_out.is_empty() {
+        if breaking.is_empty() {
             return Ok(());
         }
-        if left_out.len() == job.agents.len() {
+        // Someone must still review with full weight: never leave out or demote every
+        // agent whose findings count (an operator's advisory agents do not).
+        let counting = job
+            .agents
+            .iter()
+            .filter(|agent| agent.advisory.is_none())
+            .count();
+        let breaking_counting = breaking
+            .iter()
+            .filter(|(name, _)| {
+                job.agents
+                    .iter()
+                    .any(|agent| &agent.name == name && agent.advisory.is_none())
+            })
+            .count();
+        if breaking_counting >= counting {
             job.notices.push(format!(
-                "Every agent of the line-up breaks the line-up policy for {repository}; all of them ran, since a review needs someone."
+                "Every agent of the line-up breaks the line-up policy for {repository}; all of them ran as usual, since a review needs someone."
             ));
             return Ok(());
         }
-        for (agent, reason) in &left_out {
-            job.notices.push(format!(
-                "{agent} was left out of this review of {repository}: {reason} (scheduler line-up policy)."
-            ));
-            tracing::info!(review = %job.id, %agent, %reason, "agent left out by the line-up policy");
+        match policy.action {
+            LineupAction::LeaveOut => {
+                for (agent, reason) in &breaking {
+                    job.notices.push(format!(
+                        "{agent} was left out of this review of {repository}: {reason} (scheduler line-up policy)."
+                    ));
+                    tracing::info!(review = %job.id, %agent, %reason, "agent left out by the line-up policy");
+                }
+                job.agents
+                    .retain(|agent| !breaking.iter().any(|(name, _)| name == &agent.name));
+                job.deadline =
+                    deadline_for(&job.agents, self.settings.deadline_grace, job.created_at)?;
+            }
+            LineupAction::Demote => {
+                for (name, reason) in &breaking {
+                    let Some(agent) = job.agents.iter_mut().find(|agent| &agent.name == name)
+                    else {
+                        continue;
+                    };
+                    if agent.advisory.is_some() {
+                        continue;
+                    }
+                    agent.advisory = Some(format!("the line-up policy demoted it in {repository}: {reason}"));
+                    job.notices.push(format!(
+                        "{name}'s findings are advisory in this review of {repository}: {reason} (scheduler line-up policy). Its severity votes do not count, and what only it reports stays a Suggestion unless verification confirms it."
+                    ));
+                    tracing::info!(review = %job.id, agent = %name, %reason, "agent demoted by the line-up policy");
+                }
+            }
         }
-        job.agents
-            .retain(|agent| !left_out.iter().any(|(name, _)| name == &agent.name));
-        job.deadline = deadline_for(&job.agents, self.settings.deadline_grace, job.created_at)?;
         Ok(())
     }
 

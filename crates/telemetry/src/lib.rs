@@ -12,7 +12,7 @@ pub use traces::{
 };
 
 use prometheus::{
-    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    Counter, CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -61,6 +61,78 @@ pub struct Metrics {
     /// `unique_insights`, `confirmed`, `false_positives`, `coverage_misses`, `failures`),
     /// counted when a report is published: rates over any window are ratios of increases.
     pub agent_quality_total: IntCounterVec,
+    /// The agent ledger's rates over a trailing window, org-wide, by agent, runner and
+    /// model: set by the consolidator from the shared ledger.
+    pub agent_quality: AgentQualityGauges,
+}
+
+/// The agent-quality gauges: what `deep-review agents stats` prints, over the window the
+/// consolidator is configured with (`[distributed] agent_quality_window`).
+pub struct AgentQualityGauges {
+    /// Reviews the agent took part in within the window.
+    pub reviews: GaugeVec,
+    /// Share of its findings nobody else reported.
+    pub unique_insight_ratio: GaugeVec,
+    /// Share of its findings refuted or dropped as wrong.
+    pub false_positive_ratio: GaugeVec,
+    /// Share of its runs that failed or timed out.
+    pub failure_ratio: GaugeVec,
+    /// Its cost over its confirmed findings; absent while none is confirmed.
+    pub cost_per_confirmed_usd: GaugeVec,
+}
+
+impl AgentQualityGauges {
+    const LABELS: [&'static str; 3] = ["agent", "runner", "model"];
+
+    fn new() -> Result<Self, prometheus::Error> {
+        let gauge = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &Self::LABELS);
+        Ok(AgentQualityGauges {
+            reviews: gauge(
+                "deep_review_agent_window_reviews",
+                "Reviews an agent took part in over the quality window",
+            )?,
+            unique_insight_ratio: gauge(
+                "deep_review_agent_unique_insight_ratio",
+                "Share of an agent's findings nobody else reported, over the quality window",
+            )?,
+            false_positive_ratio: gauge(
+                "deep_review_agent_false_positive_ratio",
+                "Share of an agent's findings refuted or dropped, over the quality window",
+            )?,
+            failure_ratio: gauge(
+                "deep_review_agent_failure_ratio",
+                "Share of an agent's runs that failed or timed out, over the quality window",
+            )?,
+            cost_per_confirmed_usd: gauge(
+                "deep_review_agent_cost_per_confirmed_finding_usd",
+                "An agent's cost in US dollars per confirmed finding, over the quality window",
+            )?,
+        })
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.reviews.clone()),
+            Box::new(self.unique_insight_ratio.clone()),
+            Box::new(self.false_positive_ratio.clone()),
+            Box::new(self.failure_ratio.clone()),
+            Box::new(self.cost_per_confirmed_usd.clone()),
+        ]
+    }
+
+    /// Removes every series of one agent (`[agent, runner, model]`).
+    pub fn remove(&self, labels: &[&str; 3]) {
+        for gauge in [
+            &self.reviews,
+            &self.unique_insight_ratio,
+            &self.false_positive_ratio,
+            &self.failure_ratio,
+            &self.cost_per_confirmed_usd,
+        ] {
+            // Absent already is fine: the cost gauge often is.
+            let _absent = gauge.remove_label_values(labels);
+        }
+    }
 }
 
 impl Metrics {
@@ -155,6 +227,7 @@ impl Metrics {
                 ),
                 &["agent", "measure"],
             )?,
+            agent_quality: AgentQualityGauges::new()?,
             registry,
         };
         metrics.register_all()?;
@@ -162,7 +235,7 @@ impl Metrics {
     }
 
     fn register_all(&self) -> Result<(), prometheus::Error> {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.reviews_total.clone()),
             Box::new(self.review_duration_seconds.clone()),
             Box::new(self.queue_wait_seconds.clone()),
@@ -179,6 +252,7 @@ impl Metrics {
             Box::new(self.cost_usd_total.clone()),
             Box::new(self.agent_quality_total.clone()),
         ];
+        collectors.extend(self.agent_quality.collectors());
         for collector in collectors {
             self.registry.register(collector)?;
         }
