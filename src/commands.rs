@@ -233,9 +233,12 @@ fn github_of(settings: &Settings) -> anyhow::Result<(GitHub, &GitHubSettings)> {
     Ok((GitHub::connect(github_settings)?, github_settings))
 }
 
-/// The request for the pull request `reference` (`owner/repo#N` or its URL), read from
-/// GitHub, as the next round after the one its sticky comment shows.
-async fn github_request(settings: &Settings, reference: &str) -> anyhow::Result<ReviewRequest> {
+/// The request for the pull request `reference` (`owner/repo#N` or its URL) as GitHub
+/// gives it: metadata, the change, and the repository's `.deep-review.toml`.
+pub async fn pull_request_request(
+    settings: &Settings,
+    reference: &str,
+) -> anyhow::Result<ReviewRequest> {
     let (repository, number) = RepositoryName::parse_pull_request(reference)?;
     let (github, github_settings) = github_of(settings)?;
     let client = github.for_repository(&repository, None).await?;
@@ -250,7 +253,16 @@ async fn github_request(settings: &Settings, reference: &str) -> anyhow::Result<
     if !ingested.open {
         eprintln!("note: {repository}#{number} is closed; reviewing it anyway");
     }
-    let mut request = ingested.request;
+    Ok(ingested.request)
+}
+
+/// The request for the pull request `reference` (`owner/repo#N` or its URL), read from
+/// GitHub, as the next round after the one its sticky comment shows.
+async fn github_request(settings: &Settings, reference: &str) -> anyhow::Result<ReviewRequest> {
+    let (repository, number) = RepositoryName::parse_pull_request(reference)?;
+    let (github, _settings) = github_of(settings)?;
+    let client = github.for_repository(&repository, None).await?;
+    let mut request = pull_request_request(settings, reference).await?;
     let previous =
         deep_review_github::published_round(&github, &client, &repository, number).await?;
     request.round = previous.map(|round| round + 1);

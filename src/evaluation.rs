@@ -15,13 +15,23 @@
 //! end_line = 15
 //! description = "a failed charge is swallowed"
 //! ```
+//!
+//! `--cases` also takes the Martian Code Review Bench's golden comments
+//! (`offline/golden_comments/*.json`: pull requests, each with the issues a human found,
+//! their severity and category, and no line): a file, or a folder holding such files. The
+//! benchmark ships no code, so each pull request's diff is read from
+//! `<diffs>/<owner>/<repo>/<number>.diff` (`--diffs`, by default a `diffs` folder next
+//! to the JSON), or from GitHub through the `[github]` configuration when that file is
+//! missing. Golden comments are matched by what findings say (see
+//! `deep_review_consolidator::evaluation::describes`), and `--profile` chooses which of
+//! their categories count, as the benchmark's scoring profiles do.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use deep_review_consolidator::evaluation::{score_report, ExpectedBug, Score};
+use deep_review_consolidator::evaluation::{score_report, ExpectedBug, Score, ScoringProfile};
 use deep_review_protocol::{PullRequestMetadata, ReviewRequest, Source, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +40,19 @@ use crate::settings::Settings;
 /// `deep-review eval`.
 #[derive(Debug, Args)]
 pub struct EvaluationArguments {
-    /// Folder of cases, one sub-folder with a `case.toml` each.
-    #[arg(long, value_name = "DIR")]
+    /// Folder of cases, one sub-folder with a `case.toml` each; or Martian Code Review
+    /// Bench golden comments: a JSON file, or a folder of them.
+    #[arg(long, value_name = "PATH")]
     cases: PathBuf,
+    /// Where the diffs of golden-comment pull requests are, as
+    /// `<DIR>/<owner>/<repo>/<number>.diff` (default: `diffs` next to each JSON file).
+    /// A missing one is read from GitHub when `[github]` is configured.
+    #[arg(long, value_name = "DIR")]
+    diffs: Option<PathBuf>,
+    /// Which golden-comment categories count (`strict`, `core`, `all`), as the Martian
+    /// benchmark's profiles; a finding matching only a left-out one counts neither way.
+    #[arg(long, value_enum, default_value = "core")]
+    profile: ProfileArgument,
     /// How many lines apart a finding and a bug may be and still match.
     #[arg(long, default_value_t = 3, value_name = "LINES")]
     tolerance: u32,
@@ -45,6 +65,73 @@ pub struct EvaluationArguments {
     /// Run only these configured agents (repeatable).
     #[arg(long = "agent", value_name = "NAME")]
     agents: Vec<String>,
+}
+
+/// `--profile`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProfileArgument {
+    Strict,
+    Core,
+    All,
+}
+
+impl From<ProfileArgument> for ScoringProfile {
+    fn from(profile: ProfileArgument) -> Self {
+        match profile {
+            ProfileArgument::Strict => ScoringProfile::Strict,
+            ProfileArgument::Core => ScoringProfile::Core,
+            ProfileArgument::All => ScoringProfile::All,
+        }
+    }
+}
+
+/// One case, from either layout.
+#[derive(Debug)]
+struct Case {
+    /// The folder's name, or `owner/repo#number`.
+    name: String,
+    description: String,
+    source: Option<String>,
+    title: Option<String>,
+    change: Change,
+    bugs: Vec<ExpectedBug>,
+}
+
+/// Where a case's change comes from.
+#[derive(Debug)]
+enum Change {
+    /// A unified diff on disk.
+    Diff(PathBuf),
+    /// The files before the change (a `base/` folder) and the diff to apply to them:
+    /// reviewed as a repository, so agents that read the checkout see whole files.
+    Repository { base: PathBuf, diff: PathBuf },
+    /// A pull request (its URL) with no diff on disk: read from GitHub.
+    PullRequest { url: String, expected_at: PathBuf },
+}
+
+/// One pull request of a Martian Code Review Bench golden-comments file. Other fields
+/// (the curators' notes) are ignored.
+#[derive(Debug, Deserialize)]
+struct GoldenPullRequest {
+    pr_title: String,
+    /// The pull request reviewed, often a benchmark fork of the original.
+    url: String,
+    /// The upstream pull request it was made from.
+    #[serde(default)]
+    original_url: Option<String>,
+    comments: Vec<GoldenComment>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GoldenComment {
+    comment: String,
+    /// `Low`, `Medium`, `High` or `Critical`.
+    #[serde(default)]
+    severity: Option<String>,
+    /// `bug`, `security`, `concurrency`, `data`, `api`, `perf`, `test_gap`, `doc_defect`,
+    /// `style` or `speculative`.
+    #[serde(default)]
+    category: Option<String>,
 }
 
 /// One case as its `case.toml` gives it.
@@ -85,6 +172,7 @@ struct AgentScore {
 #[derive(Debug, Serialize)]
 struct Evaluation {
     tolerance: u32,
+    profile: ScoringProfile,
     cases: Vec<CaseScores>,
     total: Totals,
 }
@@ -128,18 +216,27 @@ pub async fn evaluate(
     settings: &Settings,
     arguments: EvaluationArguments,
 ) -> anyhow::Result<ExitCode> {
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(&arguments.cases)
-        .with_context(|| format!("reading the cases folder {}", arguments.cases.display()))?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.join("case.toml").is_file())
-        .collect();
-    folders.sort();
-    if folders.is_empty() {
-        bail!(
-            "{} holds no case: each case is a folder with a case.toml",
-            arguments.cases.display()
-        );
+    let profile = ScoringProfile::from(arguments.profile);
+    let cases_found = load_cases(&arguments.cases, arguments.diffs.as_deref(), profile)?;
+    // Before any review runs: every pull request without a diff needs GitHub.
+    if settings.github.is_none() {
+        let missing: Vec<String> = cases_found
+            .iter()
+            .filter_map(|case| match &case.change {
+                Change::PullRequest { url, expected_at } => Some(format!(
+                    "{} (GitHub serves it at {url}.diff)",
+                    expected_at.display()
+                )),
+                Change::Diff(_) | Change::Repository { .. } => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} pull request(s) have no diff on disk and there is no [github] configuration to read them from; save each diff at:\n  {}",
+                missing.len(),
+                missing.join("\n  ")
+            );
+        }
     }
     for name in &arguments.agents {
         if !settings.agents.iter().any(|agent| &agent.name == name) {
@@ -148,35 +245,60 @@ pub async fn evaluate(
     }
     let scratch = tempfile::tempdir().context("creating a folder for the reports")?;
     let mut cases = Vec::new();
-    for folder in &folders {
-        let name = folder
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let case = read_case(folder)?;
-        let diff_path = folder.join(&case.diff);
-        let diff = std::fs::read_to_string(&diff_path)
-            .with_context(|| format!("case {name}: reading {}", diff_path.display()))?;
-        let request = ReviewRequest {
-            schema_version: SCHEMA_VERSION,
-            source: Source::InlineDiff { diff },
-            pull_request: PullRequestMetadata {
-                title: case
-                    .title
-                    .clone()
-                    .or_else(|| Some(case.description.clone())),
-                ..PullRequestMetadata::default()
-            },
-            round: None,
-            agents: arguments.agents.clone(),
-            declined: Vec::new(),
-            policy: Default::default(),
-            daily_usd_limit: None,
-            notices: Vec::new(),
+    for case in cases_found {
+        let name = case.name.clone();
+        let source = match &case.change {
+            Change::Diff(diff_path) => Some(Source::InlineDiff {
+                diff: std::fs::read_to_string(diff_path)
+                    .with_context(|| format!("case {name}: reading {}", diff_path.display()))?,
+            }),
+            Change::Repository { base, diff } => {
+                let repository = scratch
+                    .path()
+                    .join("repositories")
+                    .join(deep_review_consolidator::safe_file_name(&name));
+                build_repository(base, diff, &repository)
+                    .await
+                    .with_context(|| format!("case {name}: building its repository"))?;
+                Some(Source::LocalRepo {
+                    path: repository.display().to_string(),
+                    base: "HEAD~1".to_string(),
+                    head: "HEAD".to_string(),
+                })
+            }
+            Change::PullRequest { .. } => None,
         };
+        let mut request = match (source, &case.change) {
+            (Some(source), _) => ReviewRequest {
+                schema_version: SCHEMA_VERSION,
+                source,
+                pull_request: PullRequestMetadata::default(),
+                round: None,
+                agents: Vec::new(),
+                declined: Vec::new(),
+                policy: Default::default(),
+                daily_usd_limit: None,
+                notices: Vec::new(),
+            },
+            (None, Change::PullRequest { url, .. }) => {
+                crate::commands::pull_request_request(settings, url)
+                    .await
+                    .with_context(|| format!("case {name}: reading {url} from GitHub"))?
+            }
+            (None, _) => bail!("case {name}: nothing to review"),
+        };
+        if request.pull_request.title.is_none() {
+            request.pull_request.title = case
+                .title
+                .clone()
+                .or_else(|| Some(case.description.clone()));
+        }
+        request.agents = arguments.agents.clone();
         let out = match &arguments.out {
-            Some(directory) => directory.join(&name),
-            None => scratch.path().join(&name),
+            Some(directory) => directory.join(deep_review_consolidator::safe_file_name(&name)),
+            None => scratch
+                .path()
+                .join(deep_review_consolidator::safe_file_name(&name)),
         };
         let (_job, report) = crate::embedded::review(settings, request, &out, false)
             .await
@@ -203,7 +325,7 @@ pub async fn evaluate(
                 .collect(),
         });
     }
-    let evaluation = totals(arguments.tolerance, cases);
+    let evaluation = totals(arguments.tolerance, profile, cases);
     print_table(&evaluation);
     if let Some(path) = &arguments.json {
         let text = serde_json::to_string_pretty(&evaluation).context("encoding the scores")?;
@@ -212,7 +334,47 @@ pub async fn evaluate(
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_case(folder: &Path) -> anyhow::Result<CaseFile> {
+/// The cases at `path`: case folders and golden-comment files, folders first, each in
+/// name order.
+fn load_cases(
+    path: &Path,
+    diffs: Option<&Path>,
+    profile: ScoringProfile,
+) -> anyhow::Result<Vec<Case>> {
+    if path.is_file() {
+        return read_golden_comments(path, diffs, profile);
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading the cases folder {}", path.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .collect();
+    entries.sort();
+    let mut cases = Vec::new();
+    for folder in entries
+        .iter()
+        .filter(|entry| entry.join("case.toml").is_file())
+    {
+        cases.push(read_case(folder)?);
+    }
+    for file in entries.iter().filter(|entry| {
+        entry.is_file()
+            && entry
+                .extension()
+                .is_some_and(|extension| extension == "json")
+    }) {
+        cases.extend(read_golden_comments(file, diffs, profile)?);
+    }
+    if cases.is_empty() {
+        bail!(
+            "{} holds no case: each case is a folder with a case.toml, or a golden-comments JSON file",
+            path.display()
+        );
+    }
+    Ok(cases)
+}
+
+fn read_case(folder: &Path) -> anyhow::Result<Case> {
     let path = folder.join("case.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -221,10 +383,164 @@ fn read_case(folder: &Path) -> anyhow::Result<CaseFile> {
     if case.bugs.is_empty() {
         bail!("{} names no bug ([[bugs]])", path.display());
     }
-    Ok(case)
+    Ok(Case {
+        name: folder
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        description: case.description,
+        source: case.source,
+        title: case.title,
+        change: if folder.join("base").is_dir() {
+            Change::Repository {
+                base: folder.join("base"),
+                diff: folder.join(&case.diff),
+            }
+        } else {
+            Change::Diff(folder.join(&case.diff))
+        },
+        bugs: case.bugs,
+    })
 }
 
-fn totals(tolerance: u32, cases: Vec<CaseScores>) -> Evaluation {
+/// Builds at `into` a repository of two commits: the files of `base`, then `diff`
+/// applied to them with `git apply`; so a case is built from its patch, with no network.
+async fn build_repository(base: &Path, diff: &Path, into: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
+    // git runs in `into`, so the case's paths must not be relative.
+    let base =
+        &std::fs::canonicalize(base).with_context(|| format!("reading {}", base.display()))?;
+    let diff =
+        &std::fs::canonicalize(diff).with_context(|| format!("reading {}", diff.display()))?;
+    let git = |arguments: Vec<std::ffi::OsString>| async move {
+        let output = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(into)
+            .args([
+                "-c",
+                "user.name=deep-review eval",
+                "-c",
+                "user.email=eval@deep-review.invalid",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(&arguments)
+            .output()
+            .await
+            .context("running git")?;
+        if !output.status.success() {
+            bail!(
+                "git {} failed: {}",
+                arguments
+                    .iter()
+                    .map(|argument| argument.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let words =
+        |text: &str| -> Vec<std::ffi::OsString> { text.split(' ').map(Into::into).collect() };
+    git(words("init -q")).await?;
+    // The base is committed straight from the case's folder, then checked out here.
+    let mut add: Vec<std::ffi::OsString> = vec!["--work-tree".into(), base.as_os_str().into()];
+    add.extend(words("add -A"));
+    git(add).await?;
+    git(words("commit -q -m base")).await?;
+    git(words("reset -q --hard")).await?;
+    let mut apply = words("apply --index");
+    apply.push(diff.as_os_str().into());
+    git(apply)
+        .await
+        .with_context(|| format!("{} does not apply to {}", diff.display(), base.display()))?;
+    git(words("commit -q -m change")).await?;
+    Ok(())
+}
+
+/// The pull requests of a Martian Code Review Bench golden-comments file as cases.
+fn read_golden_comments(
+    file: &Path,
+    diffs: Option<&Path>,
+    profile: ScoringProfile,
+) -> anyhow::Result<Vec<Case>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let pull_requests: Vec<GoldenPullRequest> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a golden-comments file (a JSON array of {{pr_title, url, comments: [{{comment, severity, category}}]}})",
+            file.display()
+        )
+    })?;
+    let diffs = match diffs {
+        Some(diffs) => diffs.to_path_buf(),
+        None => file.parent().unwrap_or(Path::new(".")).join("diffs"),
+    };
+    let mut cases = Vec::new();
+    for (index, pull_request) in pull_requests.into_iter().enumerate() {
+        let (repository, number) =
+            deep_review_github::RepositoryName::parse_pull_request(&pull_request.url)
+                .with_context(|| {
+                    format!(
+                        "{}: pull request {} (\"{}\") has no pull request URL",
+                        file.display(),
+                        index + 1,
+                        pull_request.pr_title
+                    )
+                })?;
+        if pull_request.comments.is_empty() {
+            bail!(
+                "{}: {} has no golden comment",
+                file.display(),
+                pull_request.url
+            );
+        }
+        let name = format!("{repository}#{number}");
+        let diff = diffs
+            .join(repository.to_string())
+            .join(format!("{number}.diff"));
+        let change = if diff.is_file() {
+            Change::Diff(diff)
+        } else {
+            Change::PullRequest {
+                url: pull_request.url.clone(),
+                expected_at: diff,
+            }
+        };
+        let bugs = pull_request
+            .comments
+            .into_iter()
+            .map(|comment| ExpectedBug {
+                path: None,
+                start_line: None,
+                end_line: None,
+                other_lines: Vec::new(),
+                excluded: profile.excludes(comment.category.as_deref()),
+                description: match &comment.severity {
+                    Some(severity) => format!("{} ({severity})", comment.comment),
+                    None => comment.comment,
+                },
+                category: comment.category,
+            })
+            .collect();
+        cases.push(Case {
+            name,
+            description: pull_request.pr_title.clone(),
+            source: Some(
+                pull_request
+                    .original_url
+                    .unwrap_or_else(|| pull_request.url.clone()),
+            ),
+            title: Some(pull_request.pr_title),
+            change,
+            bugs,
+        });
+    }
+    Ok(cases)
+}
+
+fn totals(tolerance: u32, profile: ScoringProfile, cases: Vec<CaseScores>) -> Evaluation {
     let mut consolidated = Score::default();
     let mut agents: Vec<(String, Score)> = Vec::new();
     for case in &cases {
@@ -238,6 +554,7 @@ fn totals(tolerance: u32, cases: Vec<CaseScores>) -> Evaluation {
     }
     Evaluation {
         tolerance,
+        profile,
         cases,
         total: Totals {
             consolidated: consolidated.into(),

@@ -525,18 +525,28 @@ async fn metrics_and_health_move_as_reviews_run() {
     let mut gauges = String::new();
     for _ in 0..50 {
         gauges = scrape(consolidator_port).await;
-        if sample(&gauges, &format!("deep_review_agent_window_reviews{builtin}")) == Some(2.0) {
+        if sample(
+            &gauges,
+            &format!("deep_review_agent_window_reviews{builtin}"),
+        ) == Some(2.0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        sample(&gauges, &format!("deep_review_agent_window_reviews{builtin}")),
+        sample(
+            &gauges,
+            &format!("deep_review_agent_window_reviews{builtin}")
+        ),
         Some(2.0),
         "{gauges}"
     );
     assert_eq!(
-        sample(&gauges, &format!("deep_review_agent_failure_ratio{builtin}")),
+        sample(
+            &gauges,
+            &format!("deep_review_agent_failure_ratio{builtin}")
+        ),
         Some(0.0)
     );
     // One agent: every finding is its alone.

@@ -22,7 +22,7 @@ fn app_settings(stub: &GitHubStub) -> String {
     )
 }
 
-fn stub_pull(repository: &GitRepo, base: &str, head: &str, title: &str) -> StubPull {
+pub(crate) fn stub_pull(repository: &GitRepo, base: &str, head: &str, title: &str) -> StubPull {
     let (files, diff) = files_and_diff(repository, base, head);
     let commits = repository
         .git(&[
@@ -525,7 +525,7 @@ async fn webhook_deliveries_produce_one_sticky_comment_inline_comments_and_a_neu
 
 /// Runs `deep-review --config CONFIG ARGUMENTS…` on a blocking thread, so the stub, which
 /// answers on this test's runtime, keeps serving it.
-fn deep_review_off_runtime(
+pub(crate) fn deep_review_off_runtime(
     config: &Path,
     arguments: &[&str],
     environment: &[(&'static str, &'static str)],

@@ -527,10 +527,9 @@ fn the_lineup_policy_can_demote_an_agent_instead_of_leaving_it_out() {
         .find(|result| result.agent == "builtin")
         .and_then(|result| {
             result.findings.iter().find(|finding| {
-                finding
-                    .locations
-                    .iter()
-                    .any(|location| location.path == "app/service.py" && location.start_line == Some(8))
+                finding.locations.iter().any(|location| {
+                    location.path == "app/service.py" && location.start_line == Some(8)
+                })
             })
         })
         .map(|finding| finding.severity)
@@ -540,9 +539,17 @@ fn the_lineup_policy_can_demote_an_agent_instead_of_leaving_it_out() {
         .iter()
         .find(|finding| finding.agents.len() == 2)
         .unwrap_or_else(|| panic!("one finding of both: {:#?}", report.findings));
-    assert_eq!(shared.severity, builtin_rating, "{:?}", shared.severity_note);
+    assert_eq!(
+        shared.severity, builtin_rating,
+        "{:?}",
+        shared.severity_note
+    );
     // What only it reported can at most suggest.
-    for finding in report.findings.iter().filter(|finding| finding.agents == ["noisy"]) {
+    for finding in report
+        .findings
+        .iter()
+        .filter(|finding| finding.agents == ["noisy"])
+    {
         assert_eq!(finding.severity, deep_review_protocol::Severity::Suggestion);
     }
 }

@@ -565,10 +565,7 @@ fn reconcile(
         let advisory = if not_counted.is_empty() {
             String::new()
         } else {
-            format!(
-                " ({} advisory here, not counted)",
-                join_names(&not_counted)
-            )
+            format!(" ({} advisory here, not counted)", join_names(&not_counted))
         };
         format!(
             "{top} of {} agents rated it {}{advisory}",
@@ -610,10 +607,13 @@ fn reconcile(
     }
     // Only deep-review's own run, not an agent's word, lifts an advisory finding.
     let confirmed_by_run = members.iter().any(|item| {
-        item.finding.verification.as_ref().is_some_and(|verification| {
-            verification.outcome == VerificationOutcome::Confirmed
-                && verification.sandbox.is_some()
-        })
+        item.finding
+            .verification
+            .as_ref()
+            .is_some_and(|verification| {
+                verification.outcome == VerificationOutcome::Confirmed
+                    && verification.sandbox.is_some()
+            })
     });
     if only_advisory && severity > Severity::Suggestion && !confirmed_by_run {
         severity = Severity::Suggestion;
@@ -1496,8 +1496,9 @@ mod tests {
         manifest.job.agents = names
             .iter()
             .map(|name| AgentSpec {
-                advisory: (*name == advisory)
-                    .then(|| "the line-up policy demoted it in acme/api: 60% false positives".into()),
+                advisory: (*name == advisory).then(|| {
+                    "the line-up policy demoted it in acme/api: 60% false positives".into()
+                }),
                 ..AgentSpec::new(*name, deep_review_protocol::RunnerKind::Builtin)
             })
             .collect();
@@ -1516,7 +1517,12 @@ mod tests {
             vec![
                 result(
                     "noisy",
-                    vec![finding(Severity::Critical, "Race in cache", "src/cache.rs", 7)],
+                    vec![finding(
+                        Severity::Critical,
+                        "Race in cache",
+                        "src/cache.rs",
+                        7,
+                    )],
                 ),
                 result("careful", vec![]),
             ],
@@ -1536,20 +1542,37 @@ mod tests {
             vec![
                 result(
                     "noisy",
-                    vec![finding(Severity::Critical, "Race in cache", "src/cache.rs", 7)],
+                    vec![finding(
+                        Severity::Critical,
+                        "Race in cache",
+                        "src/cache.rs",
+                        7,
+                    )],
                 ),
                 result(
                     "careful",
-                    vec![finding(Severity::Important, "Race in the cache", "src/cache.rs", 7)],
+                    vec![finding(
+                        Severity::Important,
+                        "Race in the cache",
+                        "src/cache.rs",
+                        7,
+                    )],
                 ),
             ],
             "noisy",
         );
         assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
         assert_eq!(report.findings[0].severity, Severity::Important);
-        assert_eq!(report.findings[0].agents.len(), 2, "its agreement still shows");
+        assert_eq!(
+            report.findings[0].agents.len(),
+            2,
+            "its agreement still shows"
+        );
         let note = report.findings[0].severity_note.clone().unwrap_or_default();
-        assert!(note.contains("advisory here, so its rating does not count"), "{note}");
+        assert!(
+            note.contains("advisory here, so its rating does not count"),
+            "{note}"
+        );
 
         // deep-review's own confirmation lifts the cap; an agent's own claim does not.
         let mut claimed = finding(Severity::Critical, "Race in cache", "src/cache.rs", 7);

@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use deep_review_protocol::{AgentStats, LedgerEntry};
 use deep_review_telemetry::Metrics;
-use deep_review_transport::ResultStore;
 use deep_review_transport::CancellationToken;
+use deep_review_transport::ResultStore;
 
 /// How the gauges are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,10 @@ impl QualityWindow {
     pub fn read_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self.read_until {
             Some(until) => until - self.overlap,
-            None => self.oldest_day(now).and_time(chrono::NaiveTime::MIN).and_utc(),
+            None => self
+                .oldest_day(now)
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc(),
         }
     }
 
@@ -185,7 +188,11 @@ pub fn export(metrics: &Metrics, rows: &[AgentStats], exported: &mut BTreeSet<Ag
         now_exported.insert((row.agent.clone(), row.runner.clone(), row.model.clone()));
     }
     for (agent, runner, model) in exported.difference(&now_exported) {
-        let labels = [agent.as_str(), runner.as_str(), model.as_deref().unwrap_or("")];
+        let labels = [
+            agent.as_str(),
+            runner.as_str(),
+            model.as_deref().unwrap_or(""),
+        ];
         metrics.agent_quality.remove(&labels);
     }
     *exported = now_exported;
@@ -262,8 +269,18 @@ mod tests {
         let mut window = QualityWindow::new(Duration::from_secs(2 * 24 * 3600));
         let now = at("2026-12-03T12:00:00Z");
         assert_eq!(window.read_from(now), at("2026-12-01T00:00:00Z"));
-        let first = entry("r1", "claude", at("2026-12-01T08:00:00Z"), AgentStatus::Completed);
-        let second = entry("r2", "claude", at("2026-12-03T11:58:00Z"), AgentStatus::Failed);
+        let first = entry(
+            "r1",
+            "claude",
+            at("2026-12-01T08:00:00Z"),
+            AgentStatus::Completed,
+        );
+        let second = entry(
+            "r2",
+            "claude",
+            at("2026-12-03T11:58:00Z"),
+            AgentStatus::Failed,
+        );
         window.absorb(&[first.clone(), second.clone()], now);
         // The next read starts inside the overlap, so it sees `second` again.
         let later = at("2026-12-03T12:01:00Z");
@@ -313,6 +330,9 @@ mod tests {
         export(&metrics, &window.rows(), &mut exported);
         let text = metrics.render();
         assert!(!text.contains("deep_review_agent_failure_ratio{"), "{text}");
-        assert!(!text.contains("deep_review_agent_window_reviews{"), "{text}");
+        assert!(
+            !text.contains("deep_review_agent_window_reviews{"),
+            "{text}"
+        );
     }
 }

@@ -353,7 +353,9 @@ impl Scheduler {
                     if agent.advisory.is_some() {
                         continue;
                     }
-                    agent.advisory = Some(format!("the line-up policy demoted it in {repository}: {reason}"));
+                    agent.advisory = Some(format!(
+                        "the line-up policy demoted it in {repository}: {reason}"
+                    ));
                     job.notices.push(format!(
                         "{name}'s findings are advisory in this review of {repository}: {reason} (scheduler line-up policy). Its severity votes do not count, and what only it reports stays a Suggestion unless verification confirms it."
                     ));
@@ -796,6 +798,74 @@ mod tests {
             vec!["Mocks run in a single-user apiserver"]
         );
         assert_eq!(job.declined, vec!["Split the reconciler"]);
+    }
+
+    #[tokio::test]
+    async fn the_policy_demotes_but_never_every_agent_that_counts() {
+        let store = MemoryResultStore::new();
+        // `a` and `b` keep failing in acme/shop.
+        let entries: Vec<deep_review_protocol::LedgerEntry> = ["a", "b"]
+            .into_iter()
+            .flat_map(|agent| {
+                (0..5).map(move |index| deep_review_protocol::LedgerEntry {
+                    review_id: format!("r{index}"),
+                    recorded_at: Utc::now(),
+                    repository: Some("acme/shop".into()),
+                    agent: agent.into(),
+                    runner: "builtin".into(),
+                    model: None,
+                    status: Some(deep_review_protocol::AgentStatus::Failed),
+                    findings: Default::default(),
+                    unique_insights: 0,
+                    confirmed: 0,
+                    false_positives: 0,
+                    coverage_misses: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cost_usd: None,
+                    duration_ms: 0,
+                })
+            })
+            .collect();
+        store.record_ledger(&entries).await.unwrap();
+        let mut demoting = settings();
+        demoting.lineup_policy = LineupPolicy {
+            action: LineupAction::Demote,
+            min_reviews: 5,
+            max_failure_rate: Some(0.5),
+            ..LineupPolicy::default()
+        };
+        let scheduler = Scheduler::new(
+            Arc::new(MemoryTaskQueue::new(3)),
+            Arc::new(store.clone()),
+            demoting,
+        );
+        let mut request = diff_request(&["builtin", "a"]);
+        request.pull_request.repository = Some("acme/shop".into());
+        let job = scheduler.submit(request).await.unwrap();
+        assert_eq!(job.agents.len(), 2, "demoted, not left out");
+        assert!(job.agents[0].advisory.is_none());
+        let reason = job.agents[1].advisory.as_deref().unwrap_or("");
+        assert!(
+            reason.contains("acme/shop") && reason.contains("100%"),
+            "{reason}"
+        );
+        assert!(
+            job.notices[0].contains("a's findings are advisory"),
+            "{:?}",
+            job.notices
+        );
+
+        // Both agents that count break the policy: neither is demoted.
+        let mut request = diff_request(&["a", "b"]);
+        request.pull_request.repository = Some("acme/shop".into());
+        let job = scheduler.submit(request).await.unwrap();
+        assert!(job.agents.iter().all(|agent| agent.advisory.is_none()));
+        assert!(
+            job.notices[0].contains("Every agent of the line-up breaks"),
+            "{:?}",
+            job.notices
+        );
     }
 
     #[tokio::test]
