@@ -13,10 +13,7 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
 use deep_review_consolidator::{Consolidator, ConsolidatorSettings, Publisher, StorePublisher};
-use deep_review_protocol::{
-    AgentResult, AgentSpec, AgentTask, PullRequestMetadata, ReviewRequest, RunnerKind, Source,
-    SCHEMA_VERSION,
-};
+use deep_review_protocol::{AgentResult, AgentSpec, AgentTask, ReviewRequest, RunnerKind, Source};
 use deep_review_scheduler::{Scheduler, SchedulerSettings};
 use deep_review_transport::{
     CancellationToken, MemoryResultStore, MemoryTaskQueue, RabbitSettings, RabbitTaskQueue,
@@ -293,17 +290,7 @@ async fn pipeline(
                 };
                 let scheduler = Arc::clone(&scheduler);
                 let accepted_sender = accepted_sender.clone();
-                let request = ReviewRequest {
-                    schema_version: SCHEMA_VERSION,
-                    source: Source::InlineDiff { diff: diff.clone() },
-                    pull_request: PullRequestMetadata::default(),
-                    round: None,
-                    agents: Vec::new(),
-                    declined: Vec::new(),
-                    policy: Default::default(),
-                    daily_usd_limit: None,
-                    notices: Vec::new(),
-                };
+                let request = ReviewRequest::for_source(Source::InlineDiff { diff: diff.clone() });
                 handles.push(tokio::spawn(async move {
                     let submitted = Instant::now();
                     let outcome = scheduler.submit(request).await;

@@ -168,20 +168,15 @@ pub async fn build_request(
         }
     };
     let mut request = ReviewRequest {
-        schema_version: SCHEMA_VERSION,
-        source,
         pull_request: PullRequestMetadata {
             title: change.title.clone(),
             repository: change.repository.clone(),
             number: change.pull_request,
             ..PullRequestMetadata::default()
         },
-        round: None,
         agents,
         declined: change.declined.clone(),
-        policy: Default::default(),
-        daily_usd_limit: None,
-        notices: Vec::new(),
+        ..ReviewRequest::for_source(source)
     };
     apply_repository_config(settings, &mut request).await?;
     Ok(request)

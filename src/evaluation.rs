@@ -32,7 +32,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use deep_review_consolidator::evaluation::{score_report, ExpectedBug, Score, ScoringProfile};
-use deep_review_protocol::{PullRequestMetadata, ReviewRequest, Source, SCHEMA_VERSION};
+use deep_review_protocol::{ReviewRequest, Source};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::Settings;
@@ -269,17 +269,7 @@ pub async fn evaluate(
             Change::PullRequest { .. } => None,
         };
         let mut request = match (source, &case.change) {
-            (Some(source), _) => ReviewRequest {
-                schema_version: SCHEMA_VERSION,
-                source,
-                pull_request: PullRequestMetadata::default(),
-                round: None,
-                agents: Vec::new(),
-                declined: Vec::new(),
-                policy: Default::default(),
-                daily_usd_limit: None,
-                notices: Vec::new(),
-            },
+            (Some(source), _) => ReviewRequest::for_source(source),
             (None, Change::PullRequest { url, .. }) => {
                 crate::commands::pull_request_request(settings, url)
                     .await

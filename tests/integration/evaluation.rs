@@ -198,24 +198,23 @@ async fn golden_comments_of_the_martian_bench_are_cases() {
             json.display().to_string(),
         ];
         let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-        (
-            crate::github::deep_review_off_runtime(
-                &config,
-                &arguments,
-                &[("GITHUB_TOKEN", PLAIN_TOKEN)],
-            ),
-            json,
-        )
+        let running = crate::github::deep_review_off_runtime(
+            &config,
+            &arguments,
+            &[("GITHUB_TOKEN", PLAIN_TOKEN)],
+        );
+        async move {
+            let output = running.await.unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(json).unwrap())
+                .unwrap()
+        }
     };
-    let (running, json) = run("core");
-    let output = running.await.unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let scores: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let scores = run("core").await;
     assert_eq!(scores["profile"], "core");
     let case = |name: &str| {
         scores["cases"]
@@ -241,15 +240,7 @@ async fn golden_comments_of_the_martian_bench_are_cases() {
     );
 
     // Under the strict profile a test gap counts neither way.
-    let (running, json) = run("strict");
-    let output = running.await.unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let scores: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let scores = run("strict").await;
     let billing = scores["cases"][0]["consolidated"].clone();
     assert_eq!(counts(&billing), (1, 1, 2, 1), "{billing}");
     assert_eq!(billing["matched_excluded"], 1);

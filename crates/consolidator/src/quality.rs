@@ -100,12 +100,7 @@ impl QualityWindow {
                 .entry(day)
                 .or_default()
                 .entry(key)
-                .or_insert_with(|| AgentStats {
-                    agent: entry.agent.clone(),
-                    runner: entry.runner.clone(),
-                    model: entry.model.clone(),
-                    ..AgentStats::default()
-                })
+                .or_insert_with(|| AgentStats::row_for(entry))
                 .add(entry);
         }
         self.read_until = Some(now);
@@ -119,34 +114,16 @@ impl QualityWindow {
         let mut sums: BTreeMap<AgentKey, AgentStats> = BTreeMap::new();
         for agents in self.days.values() {
             for (key, day) in agents {
-                let sum = sums.entry(key.clone()).or_insert_with(|| AgentStats {
-                    agent: day.agent.clone(),
-                    runner: day.runner.clone(),
-                    model: day.model.clone(),
-                    ..AgentStats::default()
-                });
-                sum.reviews += day.reviews;
-                sum.failures += day.failures;
-                sum.timeouts += day.timeouts;
-                sum.findings.critical += day.findings.critical;
-                sum.findings.important += day.findings.important;
-                sum.findings.suggestion += day.findings.suggestion;
-                sum.unique_insights += day.unique_insights;
-                sum.confirmed += day.confirmed;
-                sum.false_positives += day.false_positives;
-                sum.coverage_misses += day.coverage_misses;
-                sum.tokens += day.tokens;
-                sum.cost_usd += day.cost_usd;
-                sum.duration_ms += day.duration_ms;
+                match sums.get_mut(key) {
+                    Some(sum) => sum.merge(day),
+                    None => {
+                        sums.insert(key.clone(), day.clone());
+                    }
+                }
             }
         }
         let mut rows: Vec<AgentStats> = sums.into_values().collect();
-        rows.sort_by(|left, right| {
-            right
-                .reviews
-                .cmp(&left.reviews)
-                .then(left.agent.cmp(&right.agent))
-        });
+        AgentStats::most_reviews_first(&mut rows);
         rows
     }
 }

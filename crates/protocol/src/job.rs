@@ -513,3 +513,21 @@ pub struct ReviewRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
 }
+
+impl ReviewRequest {
+    /// A request to review `source` with nothing else known: the whole line-up, a first
+    /// round, no repository rules. Fill in the rest with struct update syntax.
+    pub fn for_source(source: Source) -> Self {
+        ReviewRequest {
+            schema_version: crate::SCHEMA_VERSION,
+            source,
+            pull_request: PullRequestMetadata::default(),
+            round: None,
+            agents: Vec::new(),
+            declined: Vec::new(),
+            policy: RepositoryPolicy::default(),
+            daily_usd_limit: None,
+            notices: Vec::new(),
+        }
+    }
+}

@@ -150,22 +150,49 @@ impl AgentStats {
             );
             stats
                 .entry(key)
-                .or_insert_with(|| AgentStats {
-                    agent: entry.agent.clone(),
-                    runner: entry.runner.clone(),
-                    model: entry.model.clone(),
-                    ..AgentStats::default()
-                })
+                .or_insert_with(|| AgentStats::row_for(entry))
                 .add(entry);
         }
         let mut rows: Vec<AgentStats> = stats.into_values().collect();
+        Self::most_reviews_first(&mut rows);
+        rows
+    }
+
+    /// Orders `rows` as the stats table shows them: most reviews first, then by name.
+    pub fn most_reviews_first(rows: &mut [AgentStats]) {
         rows.sort_by(|left, right| {
             right
                 .reviews
                 .cmp(&left.reviews)
                 .then(left.agent.cmp(&right.agent))
         });
-        rows
+    }
+
+    /// An empty row for the agent, runner and model of `entry`.
+    pub fn row_for(entry: &LedgerEntry) -> AgentStats {
+        AgentStats {
+            agent: entry.agent.clone(),
+            runner: entry.runner.clone(),
+            model: entry.model.clone(),
+            ..AgentStats::default()
+        }
+    }
+
+    /// Adds the counts of `other`, a row of the same agent (over other reviews).
+    pub fn merge(&mut self, other: &AgentStats) {
+        self.reviews += other.reviews;
+        self.failures += other.failures;
+        self.timeouts += other.timeouts;
+        self.findings.critical += other.findings.critical;
+        self.findings.important += other.findings.important;
+        self.findings.suggestion += other.findings.suggestion;
+        self.unique_insights += other.unique_insights;
+        self.confirmed += other.confirmed;
+        self.false_positives += other.false_positives;
+        self.coverage_misses += other.coverage_misses;
+        self.tokens += other.tokens;
+        self.cost_usd += other.cost_usd;
+        self.duration_ms += other.duration_ms;
     }
 
     /// Counts one more review, `entry`.

@@ -683,17 +683,10 @@ mod tests {
 
     fn diff_request(agents: &[&str]) -> ReviewRequest {
         ReviewRequest {
-            schema_version: SCHEMA_VERSION,
-            source: Source::InlineDiff {
-                diff: "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n".into(),
-            },
-            pull_request: PullRequestMetadata::default(),
-            round: None,
             agents: agents.iter().map(|name| name.to_string()).collect(),
-            declined: Vec::new(),
-            policy: Default::default(),
-            daily_usd_limit: None,
-            notices: Vec::new(),
+            ..ReviewRequest::for_source(Source::InlineDiff {
+                diff: "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n".into(),
+            })
         }
     }
 
