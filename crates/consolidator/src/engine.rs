@@ -852,6 +852,21 @@ fn incomplete_because(job: &ReviewJob, results: &[AgentResult]) -> Option<String
             "no agent completed its review, so nothing was reviewed".to_string()
         });
     }
+    // Advisory agents cannot block, so a review only they completed cannot clear a change.
+    let advisory = |agent: &str| {
+        job.agents
+            .iter()
+            .any(|spec| spec.name == agent && spec.advisory.is_some())
+    };
+    if !results
+        .iter()
+        .any(|result| result.status == AgentStatus::Completed && !advisory(&result.agent))
+    {
+        return Some(
+            "only advisory agents completed their review, and their findings cannot block, so the change was not reviewed with full weight"
+                .to_string(),
+        );
+    }
     None
 }
 
@@ -1590,6 +1605,17 @@ mod tests {
         });
         let report = run_with_advisory(vec![result("noisy", vec![claimed])], "noisy");
         assert_eq!(report.findings[0].severity, Severity::Critical);
+
+        // When only the advisory agent completed, nothing may be concluded.
+        let mut failed = result("careful", vec![]);
+        failed.status = AgentStatus::Failed;
+        let report = run_with_advisory(vec![result("noisy", vec![]), failed], "noisy");
+        assert_eq!(
+            report.verdict.verdict,
+            Verdict::Incomplete,
+            "{:?}",
+            report.verdict
+        );
     }
 
     #[test]
