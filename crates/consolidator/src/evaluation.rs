@@ -479,8 +479,8 @@ mod tests {
         assert_eq!(score(&[no_test], &missing_test_bug, 3).0.found_bugs, 1);
     }
 
-    /// Golden comments of the Martian Code Review Bench (sentry, PR 93824 and 80528),
-    /// which name no line.
+    /// Golden comments in the Martian Code Review Bench's style (written for these tests
+    /// after the kind of issue it records), which name no line.
     fn golden(description: &str, category: Option<&str>) -> ExpectedBug {
         ExpectedBug {
             path: None,
@@ -496,7 +496,7 @@ mod tests {
     #[test]
     fn a_bug_without_a_path_is_found_by_what_a_finding_says() {
         let spawn = golden(
-            "Because flusher processes are created via multiprocessing.get_context('spawn').Process, they are instances of multiprocessing.context.SpawnProcess, which on POSIX is not a subclass of multiprocessing.Process, so this isinstance check will always be false and hung processes won't be killed here.",
+            "The flushers are started with get_context('spawn').Process, which makes them SpawnProcess objects; SpawnProcess does not derive from multiprocessing.Process on POSIX, so the isinstance test never holds and a hung flusher is never killed.",
             Some("bug"),
         );
         let anywhere = [Location::lines(
@@ -523,7 +523,7 @@ mod tests {
         assert!(!about_tests.matches(&spawn, 0));
 
         let returned = golden(
-            "The function modifies the config variable to include display values but then returns the original monitor.config instead of the modified version.",
+            "Display values are added to the local config, yet the function hands back the untouched monitor.config, so the additions are lost.",
             Some("bug"),
         );
         let found = Reported::of(&anywhere, None).saying(
@@ -558,7 +558,7 @@ mod tests {
         let nit = ExpectedBug {
             excluded: ScoringProfile::Core.excludes(Some("style")),
             ..golden(
-                "The magic number 50 for max_wait is repeated throughout the tests.",
+                "Every test repeats max_wait = 50; a named constant would read better.",
                 Some("style"),
             )
         };
