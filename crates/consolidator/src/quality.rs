@@ -262,7 +262,7 @@ mod tests {
         // The next read starts inside the overlap, so it sees `second` again.
         let later = at("2026-12-03T12:01:00Z");
         assert!(window.read_from(later) <= second.recorded_at);
-        window.absorb(&[second.clone()], later);
+        window.absorb(std::slice::from_ref(&second), later);
         let rows = window.rows();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].reviews, 2);

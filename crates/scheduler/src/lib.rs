@@ -657,7 +657,6 @@ fn new_review_id(now: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deep_review_protocol::PullRequestMetadata;
     use deep_review_transport::{MemoryResultStore, MemoryTaskQueue};
 
     fn agent(name: &str) -> AgentSpec {
