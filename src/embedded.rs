@@ -61,7 +61,7 @@ pub fn runners(settings: &Settings) -> anyhow::Result<RunnerSet> {
 }
 
 /// The HTTP client of model runners and the narrator.
-fn model_client() -> anyhow::Result<reqwest::Client> {
+pub fn model_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("deep-review/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -23,8 +23,9 @@
 //! `<diffs>/<owner>/<repo>/<number>.diff` (`--diffs`, by default a `diffs` folder next
 //! to the JSON), or from GitHub through the `[github]` configuration when that file is
 //! missing. Golden comments are matched by what findings say (see
-//! `deep_review_consolidator::evaluation::describes`), and `--profile` chooses which of
-//! their categories count, as the benchmark's scoring profiles do.
+//! `deep_review_consolidator::evaluation::describes`) or, with `--judge`, by a model (see
+//! `crate::judge`); `--profile` chooses which of their categories count, as the
+//! benchmark's scoring profiles do.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +63,11 @@ pub struct EvaluationArguments {
     /// Keep each case's report files in DIR/<case> (default: discarded).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Have this configured model agent judge which findings describe the bugs that name
+    /// no place (golden comments), as the Martian benchmark's LLM judge does, instead of
+    /// the strict lexical match. One request per case; its tokens are in the JSON.
+    #[arg(long, value_name = "NAME")]
+    judge: Option<String>,
     /// Run only these configured agents (repeatable).
     #[arg(long = "agent", value_name = "NAME")]
     agents: Vec<String>,
@@ -157,6 +163,8 @@ fn default_diff() -> PathBuf {
 struct CaseScores {
     case: String,
     description: String,
+    /// How findings were matched to this case's bugs.
+    matched_by: String,
     consolidated: Score,
     agents: Vec<AgentScore>,
 }
@@ -173,6 +181,9 @@ struct AgentScore {
 struct Evaluation {
     tolerance: u32,
     profile: ScoringProfile,
+    /// The judge model's requests and tokens, when one judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    judge: Option<crate::judge::JudgeUsage>,
     cases: Vec<CaseScores>,
     total: Totals,
 }
@@ -217,6 +228,10 @@ pub async fn evaluate(
     arguments: EvaluationArguments,
 ) -> anyhow::Result<ExitCode> {
     let profile = ScoringProfile::from(arguments.profile);
+    let mut judge = match &arguments.judge {
+        Some(name) => Some(crate::judge::Judge::from_settings(settings, name)?),
+        None => None,
+    };
     let cases_found = load_cases(&arguments.cases, arguments.diffs.as_deref(), profile)?;
     // Before any review runs: every pull request without a diff needs GitHub.
     if settings.github.is_none() {
@@ -245,7 +260,7 @@ pub async fn evaluate(
     }
     let scratch = tempfile::tempdir().context("creating a folder for the reports")?;
     let mut cases = Vec::new();
-    for case in cases_found {
+    for mut case in cases_found {
         let name = case.name.clone();
         let source = match &case.change {
             Change::Diff(diff_path) => Some(Source::InlineDiff {
@@ -293,6 +308,18 @@ pub async fn evaluate(
         let (_job, report) = crate::embedded::review(settings, request, &out, false)
             .await
             .with_context(|| format!("case {name}: the review failed"))?;
+        let mut matched_by = "place, or what findings say where a bug names no place".to_string();
+        if let Some(judge) = judge.as_mut() {
+            if case.bugs.iter().any(|bug| bug.path.is_none()) {
+                matched_by = match judge.judge(&mut case.bugs, &report).await {
+                    Ok(()) => "place, or the judge model where a bug names no place".to_string(),
+                    Err(reason) => {
+                        eprintln!("{name}: the judge failed ({reason}); its golden comments were matched by what findings say");
+                        format!("place, or what findings say where a bug names no place (the judge failed: {reason})")
+                    }
+                };
+            }
+        }
         let (consolidated, agents) = score_report(&report, &case.bugs, arguments.tolerance);
         eprintln!(
             "{name}: {} of {} bugs found, {} of {} findings on a bug{}",
@@ -308,6 +335,7 @@ pub async fn evaluate(
         cases.push(CaseScores {
             case: name,
             description: case.description,
+            matched_by,
             consolidated,
             agents: agents
                 .into_iter()
@@ -315,7 +343,8 @@ pub async fn evaluate(
                 .collect(),
         });
     }
-    let evaluation = totals(arguments.tolerance, profile, cases);
+    let mut evaluation = totals(arguments.tolerance, profile, cases);
+    evaluation.judge = judge.map(|judge| judge.usage().clone());
     print_table(&evaluation);
     if let Some(path) = &arguments.json {
         let text = serde_json::to_string_pretty(&evaluation).context("encoding the scores")?;
@@ -507,6 +536,7 @@ fn read_golden_comments(
                 end_line: None,
                 other_lines: Vec::new(),
                 excluded: profile.excludes(comment.category.as_deref()),
+                judged: None,
                 description: match &comment.severity {
                     Some(severity) => format!("{} ({severity})", comment.comment),
                     None => comment.comment,
@@ -545,6 +575,7 @@ fn totals(tolerance: u32, profile: ScoringProfile, cases: Vec<CaseScores>) -> Ev
     Evaluation {
         tolerance,
         profile,
+        judge: None,
         cases,
         total: Totals {
             consolidated: consolidated.into(),

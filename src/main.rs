@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod embedded;
 mod evaluation;
+mod judge;
 mod ledger;
 mod narrator;
 mod progress;

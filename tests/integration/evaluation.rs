@@ -303,4 +303,151 @@ fn a_broken_case_is_named() {
     let empty = tempfile::tempdir().unwrap();
     let output = deep_review(&["eval", "--cases", empty.path().to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("holds no case"));
+    let output = deep_review(&[
+        "eval",
+        "--cases",
+        empty.path().to_str().unwrap(),
+        "--judge",
+        "builtin",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--judge builtin: the judge must use a model API runner"),
+        "{stderr}"
+    );
+}
+
+/// With `--judge`, a model (a local server speaking the Anthropic Messages API) decides
+/// which findings describe the golden comments: it accepts a paraphrase the lexical match
+/// misses, ids it makes up are ignored, and its tokens are counted. When it fails, the
+/// case falls back to the lexical match and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judge_model_matches_golden_comments_by_meaning() {
+    use crate::model_server::{anthropic, ModelServer, Scripted};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let server = ModelServer::start(vec![anthropic::tool_use(
+        "j1",
+        "record_matches",
+        serde_json::json!({"matches": [
+            {"issue": 1, "findings": ["F1", "F7"]},
+            {"issue": 2, "findings": []}
+        ]}),
+        500,
+        40,
+    )])
+    .await;
+    let directory = tempfile::tempdir().unwrap();
+    let diffs = directory.path().join("diffs/acme/billing");
+    std::fs::create_dir_all(&diffs).unwrap();
+    std::fs::copy(
+        root.join("evaluation/patterns/swallowed-exception/change.diff"),
+        diffs.join("12.diff"),
+    )
+    .unwrap();
+    let file = directory.path().join("golden.json");
+    std::fs::write(
+        &file,
+        serde_json::json!([{
+            "pr_title": "Add a billing client",
+            "url": "https://github.com/acme/billing/pull/12",
+            "comments": [
+                {"comment": "A failed payment vanishes without a trace and the order is treated as settled.", "severity": "High", "category": "bug"},
+                {"comment": "Retrying after a timeout bills twice.", "severity": "Critical", "category": "bug"}
+            ]
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    let config = directory.path().join("deep-review.toml");
+    let write_config = |url: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[[agents]]\nname = \"builtin\"\nrunner = \"builtin\"\n\n[[agents]]\nname = \"judge\"\nrunner = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nbase_url = \"{url}\"\napi_key_env = \"TEAM_ANTHROPIC_KEY\"\n\n[models]\nattempts = 1\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&server.url);
+    let run = |judge: bool| {
+        let json = directory.path().join(format!("judge-{judge}.json"));
+        let mut arguments = vec![
+            "--config".to_string(),
+            config.display().to_string(),
+            "eval".to_string(),
+            "--cases".to_string(),
+            file.display().to_string(),
+            "--agent".to_string(),
+            "builtin".to_string(),
+            "--json".to_string(),
+            json.display().to_string(),
+        ];
+        if judge {
+            arguments.extend(["--judge".to_string(), "judge".to_string()]);
+        }
+        tokio::task::spawn_blocking(move || {
+            let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+            let output = crate::util::deep_review_with(
+                &arguments,
+                &[("TEAM_ANTHROPIC_KEY", "sk-test-judge")],
+                None,
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "{stderr}");
+            let scores: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+            (scores, stderr)
+        })
+    };
+    // The lexical match does not see the paraphrase.
+    let (lexical, _) = run(false).await.unwrap();
+    assert_eq!(counts(&lexical["cases"][0]["consolidated"]), (2, 0, 2, 0));
+    assert!(lexical["judge"].is_null());
+
+    let (judged, _) = run(true).await.unwrap();
+    let case = &judged["cases"][0];
+    assert_eq!(counts(&case["consolidated"]), (2, 1, 2, 1), "{case}");
+    assert_eq!(counts(&case["agents"][0]), (2, 1, 2, 1), "{case}");
+    assert!(
+        case["matched_by"].as_str().unwrap().contains("judge model"),
+        "{case}"
+    );
+    assert_eq!(judged["judge"]["requests"], 1);
+    assert_eq!(judged["judge"]["failures"], 0);
+    assert_eq!(judged["judge"]["input_tokens"], 500);
+    assert_eq!(judged["judge"]["output_tokens"], 40);
+    // One request, with both kinds of text fenced and the key only in its header.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let body = requests[0].body.to_string();
+    assert!(
+        body.contains("vanishes without a trace")
+            && body.contains("Error swallowed by an empty handler"),
+        "{body}"
+    );
+    assert!(body.contains("</data fence="), "{body}");
+    assert!(!body.contains("sk-test-judge"));
+    assert_eq!(
+        requests[0]
+            .headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok()),
+        Some("sk-test-judge")
+    );
+
+    // A judge that fails leaves the case to the lexical match, and says so.
+    let failing = ModelServer::start(vec![Scripted::error(400, "model not found")]).await;
+    write_config(&failing.url);
+    let (fallen_back, stderr) = run(true).await.unwrap();
+    let case = &fallen_back["cases"][0];
+    assert_eq!(counts(&case["consolidated"]), (2, 0, 2, 0), "{case}");
+    assert!(
+        case["matched_by"]
+            .as_str()
+            .unwrap()
+            .contains("the judge failed")
+            && stderr.contains("the judge failed"),
+        "{case}\n{stderr}"
+    );
+    assert_eq!(fallen_back["judge"]["failures"], 1);
 }

@@ -41,6 +41,15 @@ pub struct ExpectedBug {
     /// against its agent.
     #[serde(skip)]
     pub excluded: bool,
+    /// The findings (by [`finding_key`]) a judge model said describe this bug, when one
+    /// judged it: then this decides for a bug without a path instead of [`describes`].
+    #[serde(skip)]
+    pub judged: Option<BTreeSet<String>>,
+}
+
+/// What identifies a finding's text to a judge's verdict: its title and body.
+pub fn finding_key(title: &str, body: &str) -> String {
+    format!("{title}\n{body}")
 }
 
 /// Counts behind precision and recall, summable over cases.
@@ -246,11 +255,10 @@ impl<'a> Reported<'a> {
                 .locations
                 .iter()
                 .any(|location| points_at(location, bug, tolerance)),
-            None => describes(
-                &format!("{}\n{}", self.title, self.body),
-                self.locations,
-                bug,
-            ),
+            None => match &bug.judged {
+                Some(accepted) => accepted.contains(&finding_key(self.title, self.body)),
+                None => describes(&finding_key(self.title, self.body), self.locations, bug),
+            },
         }
     }
 }
@@ -376,6 +384,7 @@ mod tests {
             description: "bug".to_string(),
             category: None,
             excluded: false,
+            judged: None,
         }
     }
 
@@ -490,6 +499,7 @@ mod tests {
             description: description.to_string(),
             category: category.map(str::to_string),
             excluded: false,
+            judged: None,
         }
     }
 
