@@ -97,6 +97,9 @@ fn unavailable(reason: impl std::fmt::Display) -> TransportError {
 }
 
 /// The result store on Redis.
+/// Ledger entries read per `HMGET`.
+const LEDGER_READ_SLICE: usize = 1_000;
+
 pub struct RedisResultStore {
     settings: RedisSettings,
     client: redis::Client,
@@ -690,22 +693,26 @@ impl ResultStore for RedisResultStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&entries_key)
-            .arg(&keys)
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        values
-            .into_iter()
-            .flatten()
-            .map(|value| {
-                serde_json::from_str(&value).map_err(|error| TransportError::Corrupt {
-                    what: "ledger entry",
-                    reason: error.to_string(),
-                })
-            })
-            .collect()
+        // In slices: one HMGET of a month of entries would hold Redis, and every worker
+        // and scheduler waiting on it, for as long as its reply takes to build.
+        let mut entries = Vec::with_capacity(keys.len());
+        for slice in keys.chunks(LEDGER_READ_SLICE) {
+            let values: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&entries_key)
+                .arg(slice)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            for value in values.into_iter().flatten() {
+                entries.push(serde_json::from_str(&value).map_err(|error| {
+                    TransportError::Corrupt {
+                        what: "ledger entry",
+                        reason: error.to_string(),
+                    }
+                })?);
+            }
+        }
+        Ok(entries)
     }
 
     async fn add_cost(
