@@ -12,7 +12,7 @@ use deep_review_git::Repository;
 use deep_review_github::{GitHub, GitHubPublisher, GitHubSettings, RepositoryName};
 use deep_review_protocol::{
     parse_agent_result, parse_json, AgentResult, PullRequestMetadata, Report, ReviewJob,
-    ReviewManifest, ReviewRequest, SeverityCounts, Source, Verdict, SCHEMA_VERSION,
+    ReviewManifest, ReviewRequest, SeverityCounts, Source, Verdict,
 };
 
 use crate::embedded;
@@ -136,7 +136,7 @@ pub async fn build_request(
     }
     let agents = change.agents.clone();
     if let Some(reference) = &change.github {
-        let mut request = github_request(settings, reference).await?;
+        let mut request = pull_request_request(settings, reference, true).await?;
         if !change.agents.is_empty() {
             request.agents = agents;
         }
@@ -229,10 +229,13 @@ fn github_of(settings: &Settings) -> anyhow::Result<(GitHub, &GitHubSettings)> {
 }
 
 /// The request for the pull request `reference` (`owner/repo#N` or its URL) as GitHub
-/// gives it: metadata, the change, and the repository's `.deep-review.toml`.
+/// gives it: metadata, the change, and the repository's `.deep-review.toml`. With
+/// `next_round`, it is the round after the one its sticky comment shows (read with the
+/// same repository client); otherwise its round is left to the scheduler.
 pub async fn pull_request_request(
     settings: &Settings,
     reference: &str,
+    next_round: bool,
 ) -> anyhow::Result<ReviewRequest> {
     let (repository, number) = RepositoryName::parse_pull_request(reference)?;
     let (github, github_settings) = github_of(settings)?;
@@ -248,19 +251,12 @@ pub async fn pull_request_request(
     if !ingested.open {
         eprintln!("note: {repository}#{number} is closed; reviewing it anyway");
     }
-    Ok(ingested.request)
-}
-
-/// The request for the pull request `reference` (`owner/repo#N` or its URL), read from
-/// GitHub, as the next round after the one its sticky comment shows.
-async fn github_request(settings: &Settings, reference: &str) -> anyhow::Result<ReviewRequest> {
-    let (repository, number) = RepositoryName::parse_pull_request(reference)?;
-    let (github, _settings) = github_of(settings)?;
-    let client = github.for_repository(&repository, None).await?;
-    let mut request = pull_request_request(settings, reference).await?;
-    let previous =
-        deep_review_github::published_round(&github, &client, &repository, number).await?;
-    request.round = previous.map(|round| round + 1);
+    let mut request = ingested.request;
+    if next_round {
+        let previous =
+            deep_review_github::published_round(&github, &client, &repository, number).await?;
+        request.round = previous.map(|round| round + 1);
+    }
     Ok(request)
 }
 
@@ -397,25 +393,15 @@ fn synthesised_manifest(results: &[AgentResult]) -> ReviewManifest {
         .filter_map(|result| result.started_at)
         .min()
         .unwrap_or(now);
-    let job = ReviewJob {
-        schema_version: SCHEMA_VERSION,
-        id: format!("consolidated-{}", now.format("%Y%m%d-%H%M%S")),
+    let job = ReviewJob::new(
+        format!("consolidated-{}", now.format("%Y%m%d-%H%M%S")),
         created_at,
-        source: Source::InlineDiff {
+        Source::InlineDiff {
             diff: String::new(),
         },
-        pull_request: PullRequestMetadata::default(),
-        round: 1,
-        agents: Vec::new(),
-        deadline: now,
-        repository_context: Vec::new(),
-        declined: Vec::new(),
-        notices: Vec::new(),
-        earlier_findings: Vec::new(),
-        trace_context: Default::default(),
-        policy: Default::default(),
-        supersedes: None,
-    };
+        Vec::new(),
+        now,
+    );
     ReviewManifest {
         expected_agents: results.iter().map(|result| result.agent.clone()).collect(),
         job,

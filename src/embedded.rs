@@ -61,7 +61,7 @@ pub fn runners(settings: &Settings) -> anyhow::Result<RunnerSet> {
 }
 
 /// The HTTP client of model runners and the narrator.
-pub fn model_client() -> anyhow::Result<reqwest::Client> {
+fn model_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("deep-review/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -75,15 +75,23 @@ pub fn narrator(
     let Some(agent) = settings.narrator.clone() else {
         return Ok(None);
     };
-    let client = model_client()?;
-    let runner = ModelRunner::new(
+    let runner = one_shot_runner(settings, &agent)?;
+    Ok(Some(crate::narrator::ModelNarrator::new(runner, agent)))
+}
+
+/// A model runner for `agent`'s one-shot questions (the narrator's summary, the eval
+/// judge's verdicts), with the configured prices and retries.
+pub fn one_shot_runner(
+    settings: &Settings,
+    agent: &deep_review_protocol::AgentSpec,
+) -> anyhow::Result<ModelRunner> {
+    Ok(ModelRunner::new(
         agent.runner,
-        client,
+        model_client()?,
         Arc::new(PromptBuilder::default()),
         Arc::new(PriceTable::new(settings.models.prices.clone())),
         settings.models.runner_settings(),
-    );
-    Ok(Some(crate::narrator::ModelNarrator::new(runner, agent)))
+    ))
 }
 
 /// The verification stage the settings ask for; an error naming the setting when its

@@ -286,7 +286,7 @@ pub async fn evaluate(
         let mut request = match (source, &case.change) {
             (Some(source), _) => ReviewRequest::for_source(source),
             (None, Change::PullRequest { url, .. }) => {
-                crate::commands::pull_request_request(settings, url)
+                crate::commands::pull_request_request(settings, url, false)
                     .await
                     .with_context(|| format!("case {name}: reading {url} from GitHub"))?
             }

@@ -6,15 +6,13 @@
 //! agent's own) gets an id, and the model answers, per expected bug, which ids describe
 //! the same underlying issue. Ids it invents are ignored.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-
 use anyhow::bail;
 use deep_review_consolidator::evaluation::{finding_key, ExpectedBug};
 use deep_review_protocol::{AgentSpec, Report, Usage};
-use deep_review_worker::{ModelRunner, PriceTable, PromptBuilder};
+use deep_review_worker::ModelRunner;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::settings::Settings;
 
@@ -63,15 +61,8 @@ impl Judge {
                 agent.runner.as_str()
             );
         }
-        let runner = ModelRunner::new(
-            agent.runner,
-            crate::embedded::model_client()?,
-            Arc::new(PromptBuilder::default()),
-            Arc::new(PriceTable::new(settings.models.prices.clone())),
-            settings.models.runner_settings(),
-        );
         Ok(Judge {
-            runner,
+            runner: crate::embedded::one_shot_runner(settings, agent)?,
             agent: agent.clone(),
             spent: JudgeUsage {
                 agent: name.to_string(),
@@ -92,10 +83,10 @@ impl Judge {
         let asked: Vec<usize> = (0..bugs.len())
             .filter(|index| bugs[*index].path.is_none())
             .collect();
-        let candidates = candidates(report);
         if asked.is_empty() {
             return Ok(());
         }
+        let candidates = candidates(report);
         if candidates.is_empty() {
             for index in asked {
                 bugs[index].judged = Some(BTreeSet::new());

@@ -124,13 +124,9 @@ fn a_case_is_built_from_its_base_files_and_patch() {
     );
 }
 
-/// The Martian Code Review Bench's golden comments: pull requests with the issues a human
-/// found and no line. One diff is on disk, the other is read from GitHub (a local server
-/// speaking its API); comments are matched by what findings say, and the scoring profile
-/// decides which categories count.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn golden_comments_of_the_martian_bench_are_cases() {
-    use crate::github_server::{GitHubStub, StubRepository, PLAIN_TOKEN};
+/// A folder holding `diffs/acme/billing/12.diff`: the swallowed-exception pattern as
+/// the diff of pull request acme/billing#12.
+fn billing_diff_on_disk() -> tempfile::TempDir {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let directory = tempfile::tempdir().unwrap();
     let diffs = directory.path().join("diffs/acme/billing");
@@ -140,6 +136,17 @@ async fn golden_comments_of_the_martian_bench_are_cases() {
         diffs.join("12.diff"),
     )
     .unwrap();
+    directory
+}
+
+/// The Martian Code Review Bench's golden comments: pull requests with the issues a human
+/// found and no line. One diff is on disk, the other is read from GitHub (a local server
+/// speaking its API); comments are matched by what findings say, and the scoring profile
+/// decides which categories count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_comments_of_the_martian_bench_are_cases() {
+    use crate::github_server::{GitHubStub, StubRepository, PLAIN_TOKEN};
+    let directory = billing_diff_on_disk();
     let golden = serde_json::json!([
         {
             "pr_title": "Add BillingClient.charge",
@@ -324,7 +331,6 @@ fn a_broken_case_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_judge_model_matches_golden_comments_by_meaning() {
     use crate::model_server::{anthropic, ModelServer, Scripted};
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let server = ModelServer::start(vec![anthropic::tool_use(
         "j1",
         "record_matches",
@@ -336,14 +342,7 @@ async fn a_judge_model_matches_golden_comments_by_meaning() {
         40,
     )])
     .await;
-    let directory = tempfile::tempdir().unwrap();
-    let diffs = directory.path().join("diffs/acme/billing");
-    std::fs::create_dir_all(&diffs).unwrap();
-    std::fs::copy(
-        root.join("evaluation/patterns/swallowed-exception/change.diff"),
-        diffs.join("12.diff"),
-    )
-    .unwrap();
+    let directory = billing_diff_on_disk();
     let file = directory.path().join("golden.json");
     std::fs::write(
         &file,

@@ -73,28 +73,21 @@ pub async fn run_on_known_problems(
 ) -> Result<AgentResult, RunnerError> {
     let (repository, base) = repository_with_known_problems();
     let job = ReviewJob {
-        schema_version: 1,
-        id: format!("model-{}", uuid_like()),
-        created_at: chrono::Utc::now(),
-        source: Source::LocalRepo {
-            path: repository.path().display().to_string(),
-            base,
-            head: "HEAD".to_string(),
-        },
         pull_request: PullRequestMetadata {
             title: Some("Add billing".to_string()),
             ..PullRequestMetadata::default()
         },
-        round: 1,
-        agents: vec![agent.clone()],
-        deadline: chrono::Utc::now(),
-        repository_context: Vec::new(),
-        declined: Vec::new(),
-        notices: Vec::new(),
-        earlier_findings: Vec::new(),
-        trace_context: Default::default(),
-        policy: Default::default(),
-        supersedes: None,
+        ..ReviewJob::new(
+            format!("model-{}", uuid_like()),
+            chrono::Utc::now(),
+            Source::LocalRepo {
+                path: repository.path().display().to_string(),
+                base,
+                head: "HEAD".to_string(),
+            },
+            vec![agent.clone()],
+            chrono::Utc::now(),
+        )
     };
     let task = AgentTask::new(&job, &agent);
     let scratch = tempfile::tempdir().unwrap();

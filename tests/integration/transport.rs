@@ -16,31 +16,21 @@ use deep_review_transport::{
 use crate::util::{unique_prefix, Services};
 
 pub fn job(review_id: &str, agents: &[&str], deadline_in: chrono::Duration) -> ReviewJob {
-    ReviewJob {
-        schema_version: 1,
-        id: review_id.to_string(),
-        created_at: Utc::now(),
-        source: Source::InlineDiff {
+    ReviewJob::new(
+        review_id.to_string(),
+        Utc::now(),
+        Source::InlineDiff {
             diff: "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n".into(),
         },
-        pull_request: Default::default(),
-        round: 1,
-        agents: agents
+        agents
             .iter()
             .map(|name| AgentSpec {
                 timeout: Duration::from_secs(10),
                 ..AgentSpec::new(name.to_string(), RunnerKind::Builtin)
             })
             .collect(),
-        deadline: Utc::now() + deadline_in,
-        repository_context: Vec::new(),
-        declined: Vec::new(),
-        notices: Vec::new(),
-        earlier_findings: Vec::new(),
-        trace_context: Default::default(),
-        policy: Default::default(),
-        supersedes: None,
-    }
+        Utc::now() + deadline_in,
+    )
 }
 
 async fn store_contract(store: Arc<dyn ResultStore>) {

@@ -1212,25 +1212,15 @@ mod tests {
     fn manifest(agents: &[&str]) -> ReviewManifest {
         let now = Utc::now();
         ReviewManifest {
-            job: ReviewJob {
-                schema_version: SCHEMA_VERSION,
-                id: "r".into(),
-                created_at: now,
-                source: Source::InlineDiff {
+            job: ReviewJob::new(
+                "r",
+                now,
+                Source::InlineDiff {
                     diff: String::new(),
                 },
-                pull_request: Default::default(),
-                round: 1,
-                agents: Vec::new(),
-                deadline: now,
-                repository_context: Vec::new(),
-                declined: Vec::new(),
-                notices: Vec::new(),
-                earlier_findings: Vec::new(),
-                trace_context: Default::default(),
-                policy: Default::default(),
-                supersedes: None,
-            },
+                Vec::new(),
+                now,
+            ),
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }
     }

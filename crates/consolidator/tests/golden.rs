@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use deep_review_consolidator::{consolidate, render, ConsolidationSettings};
 use deep_review_protocol::{
     parse_agent_result, AgentSpec, CommitSummary, PullRequestMetadata, Report, ReviewJob,
-    ReviewManifest, RunnerKind, Source, SCHEMA_VERSION,
+    ReviewManifest, RunnerKind, Source,
 };
 
 fn fixture_report() -> Report {
@@ -40,14 +40,6 @@ fn fixture_report() -> Report {
         ..AgentSpec::new(name.to_string(), RunnerKind::Command)
     };
     let job = ReviewJob {
-        schema_version: SCHEMA_VERSION,
-        id: "20260315-100000-golden00".to_string(),
-        created_at: created,
-        source: Source::GitRemote {
-            url: "https://github.com/rancher-sandbox/rancher-desktop-daemon.git".to_string(),
-            base_sha: "1".repeat(40),
-            head_sha: "29d5ae6".to_string() + &"0".repeat(33),
-        },
         pull_request: PullRequestMetadata {
             repository: Some("rancher-sandbox/rancher-desktop-daemon".to_string()),
             number: Some(188),
@@ -66,20 +58,21 @@ fn fixture_report() -> Report {
                 },
             ],
         },
-        round: 1,
-        agents: vec![
-            agent("claude", "Claude Opus 4.6", "claude-opus-4-6"),
-            agent("codex", "Codex GPT 5.4", "gpt-5.4"),
-            agent("gemini", "Gemini 3.1 Pro", "gemini-3.1-pro"),
-        ],
-        deadline: finished,
-        repository_context: Vec::new(),
-        declined: Vec::new(),
-        notices: Vec::new(),
-        earlier_findings: Vec::new(),
-        trace_context: Default::default(),
-        policy: Default::default(),
-        supersedes: None,
+        ..ReviewJob::new(
+            "20260315-100000-golden00",
+            created,
+            Source::GitRemote {
+                url: "https://github.com/rancher-sandbox/rancher-desktop-daemon.git".to_string(),
+                base_sha: "1".repeat(40),
+                head_sha: "29d5ae6".to_string() + &"0".repeat(33),
+            },
+            vec![
+                agent("claude", "Claude Opus 4.6", "claude-opus-4-6"),
+                agent("codex", "Codex GPT 5.4", "gpt-5.4"),
+                agent("gemini", "Gemini 3.1 Pro", "gemini-3.1-pro"),
+            ],
+            finished,
+        )
     };
     consolidate(
         &ReviewManifest::for_job(&job),

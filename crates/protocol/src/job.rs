@@ -341,6 +341,37 @@ pub struct ReviewJob {
     pub supersedes: Option<String>,
 }
 
+impl ReviewJob {
+    /// A first-round review `id` of `source` by `agents`, accepted at `created_at` and due
+    /// at `deadline`, with nothing else known: no pull request metadata, context, notices
+    /// or repository rules. Fill in the rest with struct update syntax.
+    pub fn new(
+        id: impl Into<String>,
+        created_at: DateTime<Utc>,
+        source: Source,
+        agents: Vec<AgentSpec>,
+        deadline: DateTime<Utc>,
+    ) -> Self {
+        ReviewJob {
+            schema_version: crate::SCHEMA_VERSION,
+            id: id.into(),
+            created_at,
+            source,
+            pull_request: PullRequestMetadata::default(),
+            round: 1,
+            agents,
+            deadline,
+            repository_context: Vec::new(),
+            declined: Vec::new(),
+            notices: Vec::new(),
+            earlier_findings: Vec::new(),
+            trace_context: BTreeMap::new(),
+            policy: RepositoryPolicy::default(),
+            supersedes: None,
+        }
+    }
+}
+
 /// A repository's own review rules (from `.deep-review.toml` on its default branch), as
 /// far as the operator allows them. Carried in the job so workers and the consolidator
 /// apply them without reading the repository's configuration again.

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use deep_review_git::{GitError, Repository};
 use deep_review_protocol::{
     AgentSpec, AgentTask, CommitSummary, ReviewJob, ReviewManifest, ReviewRequest, RunnerKind,
-    Source, SCHEMA_VERSION,
+    Source,
 };
 use deep_review_transport::{ResultStore, TaskQueue, TransportError};
 use tracing::Instrument;
@@ -552,21 +552,12 @@ pub async fn prepare_job(
         }
     }
     Ok(ReviewJob {
-        schema_version: SCHEMA_VERSION,
-        id: new_review_id(now),
-        created_at: now,
-        source,
         pull_request,
         round: request.round.unwrap_or(1).max(1),
-        agents,
-        deadline,
-        repository_context: Vec::new(),
         declined: request.declined,
         notices,
-        earlier_findings: Vec::new(),
-        trace_context: Default::default(),
         policy,
-        supersedes: None,
+        ..ReviewJob::new(new_review_id(now), now, source, agents, deadline)
     })
 }
 

@@ -204,25 +204,15 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
             ..AgentSpec::new(name.to_string(), RunnerKind::Builtin)
         };
-        let job = ReviewJob {
-            schema_version: 1,
-            id: "r1".into(),
-            created_at: chrono::Utc::now(),
-            source: Source::InlineDiff {
+        let job = ReviewJob::new(
+            "r1",
+            chrono::Utc::now(),
+            Source::InlineDiff {
                 diff: String::new(),
             },
-            pull_request: Default::default(),
-            round: 1,
-            agents: vec![agent.clone()],
-            deadline: chrono::Utc::now(),
-            repository_context: Vec::new(),
-            declined: Vec::new(),
-            notices: Vec::new(),
-            earlier_findings: Vec::new(),
-            trace_context: Default::default(),
-            policy: Default::default(),
-            supersedes: None,
-        };
+            vec![agent.clone()],
+            chrono::Utc::now(),
+        );
         AgentTask::new(&job, &agent)
     }
 

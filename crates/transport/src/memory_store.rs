@@ -528,25 +528,15 @@ mod tests {
 
     fn manifest(agents: &[&str], deadline: DateTime<Utc>) -> ReviewManifest {
         ReviewManifest {
-            job: ReviewJob {
-                schema_version: 1,
-                id: "r1".into(),
-                created_at: Utc::now(),
-                source: Source::InlineDiff {
+            job: ReviewJob::new(
+                "r1",
+                Utc::now(),
+                Source::InlineDiff {
                     diff: String::new(),
                 },
-                pull_request: Default::default(),
-                round: 1,
-                agents: vec![],
+                vec![],
                 deadline,
-                repository_context: Vec::new(),
-                declined: Vec::new(),
-                notices: Vec::new(),
-                earlier_findings: Vec::new(),
-                trace_context: Default::default(),
-                policy: Default::default(),
-                supersedes: None,
-            },
+            ),
             expected_agents: agents.iter().map(|agent| agent.to_string()).collect(),
         }
     }

@@ -613,16 +613,13 @@ mod tests {
     }
 
     fn job(agents: &[(&str, RunnerKind, u64)]) -> ReviewJob {
-        ReviewJob {
-            schema_version: 1,
-            id: "r1".into(),
-            created_at: Utc::now(),
-            source: Source::InlineDiff {
+        ReviewJob::new(
+            "r1",
+            Utc::now(),
+            Source::InlineDiff {
                 diff: "--- a/a.js\n+++ b/a.js\n@@ -1 +1,2 @@\n x\n+debugger;\n".into(),
             },
-            pull_request: Default::default(),
-            round: 1,
-            agents: agents
+            agents
                 .iter()
                 .map(|(name, runner, timeout_ms)| AgentSpec {
                     timeout: Duration::from_millis(*timeout_ms),
@@ -630,15 +627,8 @@ mod tests {
                     ..AgentSpec::new(name.to_string(), *runner)
                 })
                 .collect(),
-            deadline: Utc::now() + chrono::Duration::minutes(1),
-            repository_context: Vec::new(),
-            declined: Vec::new(),
-            notices: Vec::new(),
-            earlier_findings: Vec::new(),
-            trace_context: Default::default(),
-            policy: Default::default(),
-            supersedes: None,
-        }
+            Utc::now() + chrono::Duration::minutes(1),
+        )
     }
 
     async fn run_review(

@@ -375,9 +375,7 @@ fn omission_class(path: &str, section: &str) -> OmissionClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deep_review_protocol::{
-        AgentSpec, PullRequestMetadata, ReviewJob, RunnerKind, Source, SCHEMA_VERSION,
-    };
+    use deep_review_protocol::{AgentSpec, PullRequestMetadata, ReviewJob, RunnerKind, Source};
 
     fn task(title: &str, body: &str) -> AgentTask {
         let agent = AgentSpec {
@@ -385,12 +383,6 @@ mod tests {
             ..AgentSpec::new("claude".to_string(), RunnerKind::Anthropic)
         };
         let job = ReviewJob {
-            schema_version: SCHEMA_VERSION,
-            id: "r1".to_string(),
-            created_at: chrono::Utc::now(),
-            source: Source::InlineDiff {
-                diff: String::new(),
-            },
             pull_request: PullRequestMetadata {
                 repository: Some("acme/shop".to_string()),
                 number: Some(7),
@@ -399,15 +391,18 @@ mod tests {
                 ..PullRequestMetadata::default()
             },
             round: 2,
-            agents: vec![agent.clone()],
-            deadline: chrono::Utc::now(),
             repository_context: vec!["Money is kept in integer cents.".to_string()],
             declined: vec!["Rename the Cart type".to_string()],
-            notices: Vec::new(),
             earlier_findings: vec!["[important] src/cart.rs:10: total overflows".to_string()],
-            trace_context: Default::default(),
-            policy: Default::default(),
-            supersedes: None,
+            ..ReviewJob::new(
+                "r1",
+                chrono::Utc::now(),
+                Source::InlineDiff {
+                    diff: String::new(),
+                },
+                vec![agent.clone()],
+                chrono::Utc::now(),
+            )
         };
         AgentTask::new(&job, &agent)
     }

@@ -20,23 +20,13 @@ pub(crate) fn review_job() -> deep_review_protocol::ReviewJob {
         "builtin".to_string(),
         deep_review_protocol::RunnerKind::Builtin,
     );
-    deep_review_protocol::ReviewJob {
-        schema_version: deep_review_protocol::SCHEMA_VERSION,
-        id: "r1".to_string(),
-        created_at: chrono::Utc::now(),
-        source: deep_review_protocol::Source::InlineDiff {
+    deep_review_protocol::ReviewJob::new(
+        "r1",
+        chrono::Utc::now(),
+        deep_review_protocol::Source::InlineDiff {
             diff: String::new(),
         },
-        pull_request: Default::default(),
-        round: 1,
-        agents: vec![agent],
-        deadline: chrono::Utc::now() + chrono::Duration::minutes(5),
-        repository_context: Vec::new(),
-        declined: Vec::new(),
-        notices: Vec::new(),
-        earlier_findings: Vec::new(),
-        trace_context: Default::default(),
-        policy: Default::default(),
-        supersedes: None,
-    }
+        vec![agent],
+        chrono::Utc::now() + chrono::Duration::minutes(5),
+    )
 }

@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use deep_review_protocol::{
-    AgentResult, Finding, Location, ReviewJob, ReviewManifest, Severity, Source, SCHEMA_VERSION,
+    AgentResult, Finding, Location, ReviewJob, ReviewManifest, Severity, Source,
 };
 
 const WORDS: [&str; 24] = [
@@ -85,25 +85,15 @@ pub fn results(agents: usize, per_agent: usize, files: usize) -> Vec<AgentResult
 pub fn manifest(agents: usize) -> ReviewManifest {
     let now = Utc::now();
     ReviewManifest {
-        job: ReviewJob {
-            schema_version: SCHEMA_VERSION,
-            id: "bench".into(),
-            created_at: now,
-            source: Source::InlineDiff {
+        job: ReviewJob::new(
+            "bench",
+            now,
+            Source::InlineDiff {
                 diff: String::new(),
             },
-            pull_request: Default::default(),
-            round: 1,
-            agents: Vec::new(),
-            deadline: now,
-            repository_context: Vec::new(),
-            declined: Vec::new(),
-            notices: Vec::new(),
-            earlier_findings: Vec::new(),
-            trace_context: Default::default(),
-            policy: Default::default(),
-            supersedes: None,
-        },
+            Vec::new(),
+            now,
+        ),
         expected_agents: (0..agents).map(|agent| format!("agent{agent}")).collect(),
     }
 }
