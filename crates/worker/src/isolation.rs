@@ -263,20 +263,7 @@ pub(crate) fn wrap(
     match isolation {
         Isolation::Unisolated => (program.to_path_buf(), arguments.to_vec()),
         Isolation::Sandbox => {
-            let mut wrapped: Vec<String> = [
-                "--die-with-parent",
-                "--unshare-pid",
-                "--ro-bind",
-                "/",
-                "/",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-            ]
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+            let mut wrapped = bubblewrap_base(&["--unshare-pid"]);
             let mut mount = |operation: &str, path: &Path| mount(&mut wrapped, operation, path);
             // Later mounts go on top of earlier ones: first empty the hidden folders,
             // then mount back what the agent needs.
@@ -315,6 +302,19 @@ pub(crate) fn wrap(
 }
 
 /// Adds a bubblewrap mount of `path` at the same place (`--tmpfs` takes the path once).
+/// The start of every bubblewrap command line: die with the worker, `isolation` (which
+/// namespaces to unshare), the system read-only, and fresh `/proc` and `/dev`.
+fn bubblewrap_base(isolation: &[&str]) -> Vec<String> {
+    let mut arguments = vec!["--die-with-parent".to_string()];
+    arguments.extend(isolation.iter().map(|argument| argument.to_string()));
+    arguments.extend(
+        ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+            .into_iter()
+            .map(str::to_string),
+    );
+    arguments
+}
+
 fn mount(arguments: &mut Vec<String>, operation: &str, path: &Path) {
     let path = path.display().to_string();
     arguments.extend([operation.to_string(), path.clone()]);
@@ -337,21 +337,7 @@ pub(crate) fn verification_sandbox(
 ) -> Vec<String> {
     let hidden = hidden_folders();
     let is_hidden = |path: &Path| hidden.iter().any(|folder| path.starts_with(folder));
-    let mut arguments: Vec<String> = [
-        "--die-with-parent",
-        "--new-session",
-        "--unshare-all",
-        "--ro-bind",
-        "/",
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-    ]
-    .into_iter()
-    .map(str::to_string)
-    .collect();
+    let mut arguments = bubblewrap_base(&["--new-session", "--unshare-all"]);
     let mut mount = |operation: &str, path: &Path| mount(&mut arguments, operation, path);
     for folder in &hidden {
         mount("--tmpfs", folder);
